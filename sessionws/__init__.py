@@ -1,0 +1,55 @@
+"""sessionws: websockets tied to a session, closed or messaged on demand, cluster-wide."""
+
+from __future__ import annotations
+
+from sessionws._codes import (
+    CLOSE_DEFAULT,
+    CLOSE_OVERFLOW,
+    CLOSE_REVOKED,
+    CLOSE_SHUTDOWN,
+    CLOSE_UNKNOWN_STATE,
+    validate_close,
+)
+from sessionws._errors import BrokerUnavailableError, NotConfiguredError, SessionWSError, TransportError
+from sessionws._handles import Handle
+from sessionws._ids import IdFactory, SessionKeyIdProvider, default_id_factory, normalize_id_factory
+from sessionws._memory import MemoryHub, MemoryTransport
+from sessionws._protocols import Connection, IdProvider, Marker, Registry, Transport, TransportHandler
+from sessionws._registry import SessionRegistry
+from sessionws._reports import CloseReport, Count, Event
+from sessionws._urls import ENTRY_POINT_GROUP, known_schemes, transport_from_url
+from sessionws._version import __version__
+
+__all__ = (
+    "CLOSE_DEFAULT",
+    "CLOSE_OVERFLOW",
+    "CLOSE_REVOKED",
+    "CLOSE_SHUTDOWN",
+    "CLOSE_UNKNOWN_STATE",
+    "ENTRY_POINT_GROUP",
+    "BrokerUnavailableError",
+    "CloseReport",
+    "Connection",
+    "Count",
+    "Event",
+    "Handle",
+    "IdFactory",
+    "IdProvider",
+    "Marker",
+    "MemoryHub",
+    "MemoryTransport",
+    "NotConfiguredError",
+    "Registry",
+    "SessionKeyIdProvider",
+    "SessionRegistry",
+    "SessionWSError",
+    "Transport",
+    "TransportError",
+    "TransportHandler",
+    "__version__",
+    "default_id_factory",
+    "known_schemes",
+    "normalize_id_factory",
+    "transport_from_url",
+    "validate_close",
+)

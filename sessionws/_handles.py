@@ -1,0 +1,223 @@
+"""Registered connections (handles) and the per-key state a node keeps."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING, NamedTuple
+
+import anyio
+
+if TYPE_CHECKING:
+    from sessionws._markers import CloseMarker
+    from sessionws._protocols import Connection
+
+__all__ = ("CLOSED_FLAG", "PENDING_FLAG", "CloseItem", "Completion", "Handle", "KeyState", "SendItem")
+
+
+class Completion:
+    """Counts down closes a confirmed command waits for."""
+
+    __slots__ = ("closed", "done", "remaining")
+
+    def __init__(self) -> None:
+        self.remaining = 0
+        self.closed = 0
+        self.done = anyio.Event()
+
+    def add(self) -> None:
+        self.remaining += 1
+
+    def finish(self, closed: bool) -> None:
+        self.remaining -= 1
+        self.closed += closed
+        if self.remaining <= 0:
+            self.done.set()
+
+    def seal(self) -> None:
+        """No more closes will be added."""
+        if self.remaining <= 0:
+            self.done.set()
+
+
+class SendItem(NamedTuple):
+    data: str | bytes
+
+
+class CloseItem(NamedTuple):
+    code: int
+    reason: str
+    completion: Completion | None
+
+
+_PENDING, _CLOSING, _CLOSED, _DRAINING = 1, 2, 4, 8
+# The registry's unregister reads these directly (it runs for every socket that leaves).
+PENDING_FLAG, CLOSED_FLAG = _PENDING, _CLOSED
+
+
+class Handle:
+    """One registered connection. Its ``id`` is unique across the cluster.
+
+    ``registration_sequence`` is the namespace sequence current when the
+    registration took effect: a close with a newer sequence always reaches this
+    connection. Work for the connection waits in an ordered, bounded queue that a
+    task of the registry drains, so the broker listener never awaits a client.
+    (Kept small: registering is on every websocket's path.)
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_flags",
+        "_queue",
+        "connection",
+        "keys",
+        "number",
+        "prefix",
+        "registration_sequence",
+    )
+
+    def __init__(
+        self, prefix: str, number: int, connection: Connection, keys: tuple[str, ...], sequence: int = 0
+    ) -> None:
+        self.prefix = prefix
+        self.number = number
+        self.connection = connection
+        self.keys = keys
+        self.registration_sequence = sequence
+        self._flags = 0
+        self._queue: deque[SendItem | CloseItem] | None = None
+
+    @property
+    def id(self) -> str:
+        """``<node id>.<number>``: unique across the cluster (node ids are random)."""
+        return f"{self.prefix}{self.number}"
+
+    @property
+    def pending(self) -> bool:
+        """Still registering (subscribing, checking markers)."""
+        return bool(self._flags & _PENDING)
+
+    @property
+    def closing(self) -> bool:
+        """A close is queued or done: the registry will not deliver more to it."""
+        return bool(self._flags & (_CLOSING | _CLOSED))
+
+    @property
+    def closed(self) -> bool:
+        """Unregistered (closed by the registry, or left)."""
+        return bool(self._flags & _CLOSED)
+
+    @property
+    def queued(self) -> int:
+        """Items waiting to be delivered."""
+        return len(self._queue) if self._queue is not None else 0
+
+    def __repr__(self) -> str:
+        if self._flags & (_CLOSED | _CLOSING):
+            state = "closed" if self._flags & _CLOSED else "closing"
+        else:
+            state = "pending" if self._flags & _PENDING else "open"
+        return f"<Handle {self.id} {state} keys={len(self.keys)}>"
+
+    # --- used by the registry -------------------------------------------------
+    def mark_pending(self) -> None:
+        self._flags |= _PENDING
+
+    def registered(self) -> None:
+        self._flags &= ~_PENDING
+
+    def mark_closing(self) -> bool:
+        """True if this call started the close (it was neither closing nor closed)."""
+        if self._flags & (_CLOSING | _CLOSED):
+            return False
+        self._flags |= _CLOSING
+        return True
+
+    def drop_queue(self) -> None:
+        """The connection left: drop what waits for it; a waited-for close counts as done."""
+        if self._queue:
+            for item in self._queue:
+                if isinstance(item, CloseItem) and item.completion is not None:
+                    item.completion.finish(True)
+            self._queue.clear()
+
+    def enqueue(self, item: SendItem | CloseItem) -> None:
+        if self._queue is None:
+            self._queue = deque()
+        self._queue.append(item)
+
+    def clear_queue(self) -> None:
+        if self._queue:
+            self._queue.clear()
+
+    def next_item(self) -> SendItem | CloseItem | None:
+        return self._queue.popleft() if self._queue else None
+
+    def start_draining(self) -> bool:
+        """True if the caller must start a drain task (none is running)."""
+        if self._flags & _DRAINING:
+            return False
+        self._flags |= _DRAINING
+        return True
+
+    def stop_draining(self) -> None:
+        self._flags &= ~_DRAINING
+
+
+class KeyState:
+    """What a node knows of one key it holds (or held until the linger ends).
+
+    Closes are remembered in two slots, the newest close of everyone and the newest
+    close that spared one connection (``exclude``), so a connection that was spared
+    by the newest close still sees an older close that did not spare it.
+    """
+
+    __slots__ = (
+        "channel",
+        "closed_before",
+        "handles",
+        "hash",
+        "key",
+        "last_full",
+        "last_partial",
+        "linger_until",
+        "subscribed",
+        "subscribing",
+    )
+
+    def __init__(self, key: str, key_hash: str, channel: str) -> None:
+        self.key = key
+        self.hash = key_hash
+        self.channel = channel
+        self.handles: set[Handle] = set()
+        self.subscribed = False
+        self.subscribing: object | None = None
+        self.linger_until: float | None = None
+        self.last_full: CloseMarker | None = None
+        self.last_partial: CloseMarker | None = None
+        self.closed_before = False  # a close of this key is remembered (checked on register)
+
+    def note_close(self, close: CloseMarker) -> None:
+        """Remember a close of this key (from a message, a marker or this node)."""
+        self.closed_before = True
+        if close.exclude:
+            if self.last_partial is None or close.sequence > self.last_partial.sequence:
+                self.last_partial = close
+        elif self.last_full is None or close.sequence > self.last_full.sequence:
+            self.last_full = close
+
+    def close_for(self, handle: Handle) -> CloseMarker | None:
+        """The newest remembered close that applies to ``handle``, if any."""
+        found: CloseMarker | None = None
+        for close in (self.last_full, self.last_partial):
+            if (
+                close is not None
+                and close.sequence > handle.registration_sequence
+                and close.exclude != handle.id
+                and (found is None or close.sequence > found.sequence)
+            ):
+                found = close
+        return found
+
+    def forget_closes(self) -> None:
+        self.last_full = self.last_partial = None
+        self.closed_before = False

@@ -1,0 +1,105 @@
+"""Who else is in the cluster (heartbeats), and which commands were already applied."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+__all__ = ("Membership", "ReplayGuard")
+
+
+class Membership:
+    """Live nodes, learnt from heartbeats on the namespace's control channel.
+
+    A node is live until ``misses`` of its announced heartbeat intervals pass without
+    a beat, or until it says it leaves.
+    """
+
+    def __init__(self, misses: float = 3.0) -> None:
+        self._misses = misses
+        self._deadlines: dict[str, float] = {}
+
+    def beat(self, node: str, interval: float) -> bool:
+        """Record a heartbeat; true when the node was not known as live."""
+        is_new = node not in self._deadlines
+        self._deadlines[node] = time.monotonic() + max(interval, 0.05) * self._misses
+        return is_new
+
+    def leave(self, node: str) -> bool:
+        return self._deadlines.pop(node, None) is not None
+
+    def expire(self) -> list[str]:
+        """Drop nodes whose heartbeats stopped; return them."""
+        now = time.monotonic()
+        gone = [node for node, deadline in self._deadlines.items() if deadline <= now]
+        for node in gone:
+            del self._deadlines[node]
+        return gone
+
+    def live(self) -> frozenset[str]:
+        self.expire()
+        return frozenset(self._deadlines)
+
+    def clear(self) -> None:
+        self._deadlines.clear()
+
+
+class _Window:
+    """Sequences seen from one origin: the newest, and the recent ones below it."""
+
+    __slots__ = ("seen", "top")
+
+    def __init__(self) -> None:
+        self.top = 0
+        self.seen: set[int] = set()
+
+
+class ReplayGuard:
+    """Reject effectful commands seen before, by their namespace sequence.
+
+    Each origin node gets a sliding window (commands of one node may arrive out of
+    sequence order when it publishes concurrently). A command from an origin this
+    node has not heard from is accepted only if its sequence is newer than
+    ``floor``: the sequence current when this node started, raised to the newest
+    sequence of every origin forgotten since. So a recorded command replayed later
+    is dropped whether or not its origin is still around.
+    """
+
+    WINDOW = 4096
+
+    def __init__(self, floor: int = 0, max_origins: int = 10_000) -> None:
+        self.floor = floor
+        self._max_origins = max_origins
+        self._origins: OrderedDict[str, _Window] = OrderedDict()
+
+    def accept(self, origin: str, sequence: int) -> bool:
+        window = self._origins.get(origin)
+        if window is None:
+            if sequence <= self.floor:
+                return False
+            window = self._origins[origin] = _Window()
+            if len(self._origins) > self._max_origins:
+                self.forget(next(iter(self._origins)))
+        else:
+            self._origins.move_to_end(origin)
+        if sequence > window.top:
+            window.top = sequence
+            window.seen.add(sequence)
+            if len(window.seen) > 2 * self.WINDOW:
+                low = sequence - self.WINDOW
+                window.seen = {seen for seen in window.seen if seen > low}
+            return True
+        if sequence <= window.top - self.WINDOW or sequence in window.seen:
+            return False
+        window.seen.add(sequence)
+        return True
+
+    def forget(self, origin: str) -> None:
+        window = self._origins.pop(origin, None)
+        if window is not None:
+            self.floor = max(self.floor, window.top)
+
+    def reset(self, floor: int) -> None:
+        """The broker's sequence restarted (it lost its data)."""
+        self._origins.clear()
+        self.floor = floor

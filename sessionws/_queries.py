@@ -1,0 +1,91 @@
+"""Confirmed closes and counts: questions to every live node, and their answers."""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+import anyio
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskGroup
+
+__all__ = ("Queries", "Query")
+
+
+class Query:
+    """One question, waiting for every expected node's answer.
+
+    ``expected`` is the live membership when it was asked; ``receivers`` (where the
+    broker reports how many received the question) adds nodes not yet in the
+    membership. Complete when both are satisfied.
+    """
+
+    __slots__ = ("answers", "done", "expected", "observers", "receivers")
+
+    def __init__(self, expected: frozenset[str]) -> None:
+        self.expected = expected
+        self.receivers: int | None = None
+        self.answers: dict[str, int] = {}
+        self.observers: set[str] = set()
+        self.done = anyio.Event()
+
+    def answer(self, node: str, count: int, *, observer: bool = False) -> None:
+        """Record a node's answer; an observer (a publish-only registry, such as the
+        admin CLI) counts as a receiver that answered, but holds no sockets."""
+        if observer:
+            self.observers.add(node)
+        else:
+            self.answers[node] = count
+        self.check()
+
+    def expect_receivers(self, receivers: int | None) -> None:
+        if receivers is not None:
+            # Every registry reads the control channel, the asker included.
+            self.receivers = max(0, receivers - 1)
+        self.check()
+
+    def check(self) -> None:
+        if self.complete:
+            self.done.set()
+
+    @property
+    def complete(self) -> bool:
+        if not self.expected.issubset(self.answers):
+            return False
+        return self.receivers is None or len(self.answers) + len(self.observers) >= self.receivers
+
+    @property
+    def missing(self) -> frozenset[str]:
+        return self.expected - self.answers.keys()
+
+
+class Queries:
+    """Open questions by token; a question is forgotten after ``keep`` seconds."""
+
+    def __init__(self, keep: float) -> None:
+        self._keep = keep
+        self._open: dict[str, Query] = {}
+
+    def open(self, query: Query, tasks: TaskGroup) -> str:
+        token = secrets.token_hex(8)
+        self._open[token] = query
+        tasks.start_soon(self._expire, token)
+        return token
+
+    def answer(self, token: str, node: str, count: int, *, observer: bool = False) -> None:
+        query = self._open.get(token)
+        if query is not None:
+            query.answer(node, count, observer=observer)
+
+    async def _expire(self, token: str) -> None:
+        try:
+            with anyio.move_on_after(self._keep):
+                await self._open[token].done.wait()
+        finally:
+            self._open.pop(token, None)
+
+    def release_all(self) -> None:
+        """Wake every waiter (shutdown)."""
+        for query in self._open.values():
+            query.done.set()

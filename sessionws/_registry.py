@@ -1,0 +1,1086 @@
+"""``SessionRegistry``: every rule of the registry contract, over any transport.
+
+The registry keeps, per node, the connections registered under each key and one
+broker channel per key. Commands (close, revoke, send) go to the key's channel, so
+only nodes holding the key receive them; confirmed commands and counts go to the
+namespace's control channel, which every node reads, so every live node answers.
+See ``docs/guarantees.md`` for the contract and how each rule is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, NoReturn, Self
+
+import anyio
+import anyio.abc
+
+from sessionws._codes import (
+    CLOSE_DEFAULT,
+    CLOSE_REVOKED,
+    CLOSE_SHUTDOWN,
+    CLOSE_UNKNOWN_STATE,
+    validate_close,
+)
+from sessionws._delivery import Delivery
+from sessionws._errors import BrokerUnavailableError, NotConfiguredError, TransportError
+from sessionws._handles import CLOSED_FLAG, PENDING_FLAG, Completion, Handle, KeyState
+from sessionws._keys import Batch, KeyTable
+from sessionws._markers import CloseMarker, KeyMarkers, encode_marker, read_key_markers
+from sessionws._membership import Membership, ReplayGuard
+from sessionws._protocols import Connection, Transport
+from sessionws._queries import Queries, Query
+from sessionws._reports import CloseReport, Count, Event
+from sessionws._urls import transport_from_url
+from sessionws._wire import EFFECTFUL_OPS, Command, Names, WireCodec, WireError
+
+__all__ = ("SessionRegistry",)
+
+logger = logging.getLogger("sessionws")
+
+DEFAULT_MARKER_TTL = 24 * 3600.0
+DEFAULT_REVOKE_TTL = 14 * 24 * 3600.0
+_REVOKED_CACHE_SIZE = 100_000
+
+
+@dataclass(slots=True)
+class _Outgoing:
+    """The remote part of a command issued while the broker was away."""
+
+    op: Literal["close", "revoke", "send"]
+    key_hash: str
+    code: int = 0
+    reason: str = ""
+    exclude: str = ""
+    ttl: float = 0.0
+    data: str | bytes | None = None
+
+
+class SessionRegistry:
+    """Connections by key, on this node and across the cluster.
+
+    ``transport`` is a :class:`~sessionws.Transport` or a URL (``memory://``,
+    ``redis://``, ``rediss://``, ``redis+cluster://``, ``nats://``). Use it as an async
+    context manager (the adapters tie it to the app's lifetime). Options:
+
+    * ``namespace`` separates apps on one broker; ``name_secret`` keys the hash that
+      hides keys in broker names (default: derived from the namespace).
+    * ``signing_keys``: HMAC keys; the first signs, all verify. With keys, unsigned
+      or forged commands are dropped. Every node of a namespace needs the same list.
+    * ``heartbeat_interval``: membership heartbeats; a node missing 3 is gone.
+    * ``marker_ttl``: how long a close stays visible to nodes that missed it; a node
+      cut off for longer closes its sockets with 1012. ``revoke_ttl``: default
+      time a revoked key stays refused.
+    * ``linger``: seconds a key's channel stays subscribed after its last socket left.
+    * ``close_timeout`` / ``send_timeout``: bound each close and send to a client.
+    * ``queue_size``: outbound items per connection; overflow closes it with 1013.
+    * ``outbox_size``: commands kept while the broker is away; when full, verbs raise.
+    * ``fail_closed_after``: seconds without the broker after which new
+      registrations are refused (closed with 1012) and ``healthy`` is false.
+      ``None`` (default) keeps serving.
+    * ``confirm_timeout``: default wait for answers of ``confirm=True`` and ``count``.
+    * ``on_event``: called with every :class:`~sessionws.Event` (keep it fast).
+    * ``interest_grace``: seconds after a new subscription when the keys' markers are
+      read once more, for brokers that spread interest asynchronously (a NATS
+      cluster). Default: the transport's ``interest_grace`` attribute, else 0.
+    * ``publish_only``: a registry that holds no sockets and sends no heartbeats, for
+      tools that close, revoke and count from outside the web app (the admin CLI).
+    """
+
+    def __init__(
+        self,
+        transport: Transport | str = "memory://",
+        *,
+        namespace: str = "sessionws",
+        name_secret: str | bytes | None = None,
+        signing_keys: Sequence[str | bytes] = (),
+        heartbeat_interval: float = 2.0,
+        marker_ttl: float = DEFAULT_MARKER_TTL,
+        revoke_ttl: float = DEFAULT_REVOKE_TTL,
+        linger: float = 2.0,
+        close_timeout: float = 5.0,
+        send_timeout: float = 10.0,
+        queue_size: int = 256,
+        outbox_size: int = 10_000,
+        fail_closed_after: float | None = None,
+        confirm_timeout: float = 2.0,
+        on_event: Callable[[Event], object] | None = None,
+        node_id: str | None = None,
+        publish_only: bool = False,
+        interest_grace: float | None = None,
+    ) -> None:
+        for name, value in (
+            ("heartbeat_interval", heartbeat_interval),
+            ("marker_ttl", marker_ttl),
+            ("revoke_ttl", revoke_ttl),
+            ("close_timeout", close_timeout),
+            ("send_timeout", send_timeout),
+            ("confirm_timeout", confirm_timeout),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be positive, not {value!r}")
+        if linger < 0:
+            raise ValueError("linger must be zero or positive")
+        if queue_size < 1 or outbox_size < 0:
+            raise ValueError("queue_size must be at least 1 and outbox_size at least 0")
+        if fail_closed_after is not None and fail_closed_after < 0:
+            raise ValueError("fail_closed_after must be None or a number of seconds")
+        self.transport: Transport = transport_from_url(transport) if isinstance(transport, str) else transport
+        self.names = Names(namespace, name_secret)
+        self.node_id = node_id or secrets.token_hex(6)
+        if "." in self.node_id or not self.node_id.isprintable():
+            raise ValueError("node_id must be printable and contain no '.'")
+        self.publish_only = publish_only
+        grace = getattr(self.transport, "interest_grace", 0.0) if interest_grace is None else interest_grace
+        if not isinstance(grace, (int, float)) or grace < 0:
+            raise ValueError("interest_grace must be zero or a positive number of seconds")
+        self._interest_grace = float(grace)
+        self._codec = WireCodec(signing_keys)
+        self._heartbeat_interval = heartbeat_interval
+        self._marker_ttl = marker_ttl
+        self._revoke_ttl = revoke_ttl
+        self._close_timeout = close_timeout
+        self._outbox_size = outbox_size
+        self._fail_closed_after = fail_closed_after
+        self._confirm_timeout = confirm_timeout
+        self._on_event = on_event
+
+        self._table = KeyTable(
+            self.transport,
+            self.names,
+            linger=linger,
+            apply_markers=self._apply_markers,
+            note_sequence=self._note_sequence,
+            after_subscribe=self._after_subscribe,
+        )
+        # Aliases of the table's dicts: the registering path is hot.
+        self._keys = self._table.by_key
+        self._channels = self._table.by_channel
+        self._hashes = self._table.by_hash
+        self._handle_prefix = f"{self.node_id}."
+        self._handle_counter = 0
+        self._revoked: OrderedDict[str, tuple[float, int, str]] = OrderedDict()
+        self._outbox: deque[_Outgoing] = deque()
+        self._queries = Queries(keep=max(confirm_timeout, 60.0))
+        self._membership = Membership()
+        self._replay = ReplayGuard()
+        self._known_sequence = 0
+        self._identity: str | None = None
+        self._connected = False
+        self._recovering = False
+        self._recover_again = False
+        self._lost_at: float | None = None
+        self._running = False
+        self._closing = False
+        self._registering = False
+        self._tasks: anyio.abc.TaskGroup | None = None
+        self._stack: AsyncExitStack | None = None
+        self._stats: dict[str, int] = dict.fromkeys(
+            (
+                "closed",
+                "sends_delivered",
+                "overflows",
+                "commands_sent",
+                "commands_received",
+                "commands_dropped",
+                "outbox_sent",
+                "reconciles",
+                "closed_unknown_state",
+                "broker_losses",
+            ),
+            0,
+        )
+        self._dropped: dict[str, int] = {}
+        self._delivery = Delivery(
+            queue_size=queue_size,
+            close_timeout=close_timeout,
+            send_timeout=send_timeout,
+            forget=self.unregister,
+            emit=self._emit,
+            stats=self._stats,
+        )
+
+    # ------------------------------------------------------------------ lifetime
+    async def __aenter__(self) -> Self:
+        if self._running or self._stack is not None:
+            raise RuntimeError("this SessionRegistry is already running; make one per app")
+        stack = AsyncExitStack()
+        await stack.__aenter__()
+        try:
+            self._tasks = await stack.enter_async_context(anyio.create_task_group())
+            await stack.enter_async_context(self.transport.open(self))
+            self._stack = stack
+            self._running = True
+            self._registering = not self.publish_only
+            self._connected = self.transport.connected
+            # A publish-only registry (the admin CLI) reads the control channel too: it
+            # learns the membership from heartbeats, and answers queries with 0.
+            channels = [self.names.inbox(self.node_id), self.names.control]
+            try:
+                await self.transport.subscribe(channels)
+                await self._learn_broker()
+            except TransportError:
+                logger.warning(
+                    "sessionws: the broker is unreachable at start; serving locally until it returns"
+                )
+                self._connected = False
+                self._lost_at = time.monotonic()
+            self._delivery.tasks = self._tasks
+            self._tasks.start_soon(self._table.run_batches)
+            if not self.publish_only:
+                self._tasks.start_soon(self._heartbeat)
+                self._tasks.start_soon(self._table.run_linger)
+        except BaseException:
+            self._running = False
+            self._stack = None
+            if self._tasks is not None:
+                self._tasks.cancel_scope.cancel()
+            await stack.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        stack, tasks = self._stack, self._tasks
+        if stack is None or tasks is None:
+            return
+        self._closing = True
+        self._registering = False
+        try:
+            await self.close_local(code=CLOSE_SHUTDOWN, reason="server shutting down")
+            with anyio.move_on_after(self._close_timeout, shield=True):
+                channels = [state.channel for state in self._keys.values() if state.subscribed]
+                try:
+                    if channels:
+                        await self.transport.unsubscribe(channels)
+                    if not self.publish_only:
+                        await self._publish(self.names.control, Command("leave", self.node_id))
+                except TransportError:
+                    pass
+        finally:
+            self._running = False
+            self._queries.release_all()
+            tasks.cancel_scope.cancel()
+            self._table.clear()
+            self._delivery.tasks = None
+            self._stack = self._tasks = None
+            await stack.aclose()
+            self._closing = False
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def healthy(self) -> bool:
+        """True when the broker is connected and reconciled (for readiness probes)."""
+        return self._running and self._connected and not self._recovering
+
+    @property
+    def accepting(self) -> bool:
+        """False when the fail-closed policy refuses new registrations."""
+        if not self._running or self._closing:
+            return False
+        if self._fail_closed_after is None or self._connected or self._lost_at is None:
+            return True
+        return time.monotonic() - self._lost_at < self._fail_closed_after
+
+    def _require_running(self) -> anyio.abc.TaskGroup:
+        if not self._running or self._tasks is None:
+            raise NotConfiguredError(
+                "the registry is not running: use `async with registry:` "
+                "(the adapters' setup does this for you)"
+            )
+        return self._tasks
+
+    # ------------------------------------------------------------------ registering
+    async def register(self, connection: Connection, keys: str | Iterable[str]) -> Handle:
+        """Register ``connection`` under ``keys``; return once the node is subscribed
+        and the keys' markers are checked.
+
+        A key that is revoked, or closed while this registration was under way, ends
+        with the connection closed (check ``handle.closing``); under the fail-closed
+        policy the connection is closed with 1012.
+        """
+        if not self._registering:
+            self._refuse_registration()
+        if type(keys) is str and keys:
+            # The commonest case, a second socket of a session on this node, kept short.
+            state = self._keys.get(keys)
+            if (
+                state is not None
+                and state.subscribed
+                and state.linger_until is None
+                and not state.closed_before
+                and self._connected
+                and self._fail_closed_after is None
+            ):
+                self._handle_counter += 1
+                handle = Handle(
+                    self._handle_prefix, self._handle_counter, connection, (keys,), self._known_sequence
+                )
+                state.handles.add(handle)
+                if self._on_event is not None:
+                    self._emit("registered", handle=handle.id)
+                return handle
+        key_tuple = (keys,) if type(keys) is str and keys else _normalize_keys(keys)
+        self._handle_counter += 1
+        handle = Handle(
+            self._handle_prefix, self._handle_counter, connection, key_tuple, self._known_sequence
+        )
+        states = self._keys
+        new_states: list[KeyState] | None = None
+        waiting: list[Batch] | None = None
+        # A key this node holds knows whether it was closed or revoked; a new key is
+        # checked after its subscription anyway.
+        check = False
+        for key in key_tuple:
+            state = states.get(key)
+            if state is None:
+                state = self._table.create(key)
+            state.handles.add(handle)
+            if state.linger_until is not None:
+                self._table.keep(state)
+            if state.closed_before:
+                check = True
+            if not state.subscribed:
+                batch = state.subscribing
+                if isinstance(batch, Batch):
+                    waiting = [batch] if waiting is None else [*waiting, batch]
+                else:
+                    new_states = [state] if new_states is None else [*new_states, state]
+        if self._fail_closed_after is not None and not self.accepting:
+            self._delivery.close(handle, CLOSE_UNKNOWN_STATE, "the broker is unreachable")
+            return handle
+        # Fast path (every key subscribed, the broker connected): every later close
+        # reaches this node as a message; the handle took effect at the newest sequence
+        # this node has seen (given to it above). Otherwise wait for the subscription.
+        if new_states is not None or waiting is not None or not self._connected:
+            handle.mark_pending()
+            try:
+                await self._await_subscriptions(handle, new_states, waiting)
+            except BaseException:
+                await self.unregister(handle)  # cancelled while subscribing: leave nothing behind
+                raise
+            handle.registered()
+            check = True
+        if check:
+            self._check_registration(handle)
+        if self._on_event is not None:
+            self._emit("registered", handle=handle.id)
+        return handle
+
+    def _refuse_registration(self) -> NoReturn:
+        if self.publish_only:
+            raise NotConfiguredError("a publish-only registry (the admin CLI's) holds no sockets")
+        if self._running:
+            raise NotConfiguredError("the registry is shutting down; no new registrations")
+        self._require_running()
+        raise AssertionError("unreachable")
+
+    async def _await_subscriptions(
+        self, handle: Handle, new_states: list[KeyState] | None, waiting: list[Batch] | None
+    ) -> None:
+        batches = list(waiting or ())
+        if new_states:
+            batches.append(self._table.join_batch(new_states))
+        for batch in batches:
+            await batch.done.wait()
+        if not batches or any(batch.failed for batch in batches):
+            # Cut off: the newest sequence this node knows is the best bound; the
+            # reconcile after reconnect closes the socket if its keys were closed.
+            handle.registration_sequence = self._known_sequence
+        else:
+            handle.registration_sequence = min(batch.sequence for batch in batches)
+
+    def _check_registration(self, handle: Handle) -> None:
+        """Close the new connection if a key is revoked or was closed since it registered."""
+        if handle.closing:
+            return
+        now = time.monotonic()
+        for key in handle.keys:
+            state = self._keys[key]
+            revoked = self._revoked.get(state.hash)
+            if revoked is not None and revoked[0] > now:
+                self._delivery.close(handle, revoked[1], revoked[2])
+                return
+            close = state.close_for(handle)
+            if close is not None:
+                self._delivery.close(handle, close.code, close.reason)
+                return
+
+    def _apply_markers(self, state: KeyState, markers: KeyMarkers) -> None:
+        for close in (markers.close, markers.partial):
+            if close is not None:
+                state.note_close(close)
+                self._note_sequence(close.sequence)
+        if markers.revoke is not None:
+            revoke = markers.revoke
+            self._note_sequence(revoke.sequence)
+            self._remember_revoked(
+                state.hash, self._revoke_ttl_left(revoke.expires), revoke.code, revoke.reason
+            )
+
+    async def unregister(self, handle: Handle) -> None:
+        """Forget ``handle`` (idempotent). Safe in ``finally`` blocks, even when cancelled:
+        it never suspends, so a cancellation cannot interrupt it."""
+        # On every socket's way out: kept flat (no helper calls on the common path).
+        flags = handle._flags
+        if flags & CLOSED_FLAG:
+            return
+        handle._flags = (flags | CLOSED_FLAG) & ~PENDING_FLAG
+        if handle._queue:
+            handle.drop_queue()
+        states = self._keys
+        for key in handle.keys:
+            state = states.get(key)
+            if state is not None:
+                members = state.handles
+                members.discard(handle)
+                if not members:
+                    self._table.start_linger(state)
+        if self._on_event is not None:
+            self._emit("unregistered", handle=handle.id)
+
+    @asynccontextmanager
+    async def connection(self, connection: Connection, keys: str | Iterable[str]) -> AsyncIterator[Handle]:
+        """``register`` on entry, ``unregister`` on exit, whatever happens inside."""
+        handle = await self.register(connection, keys)
+        try:
+            yield handle
+        finally:
+            await self.unregister(handle)
+
+    # ------------------------------------------------------------------ verbs
+    async def is_revoked(self, key: str) -> bool:
+        """True while ``key`` is revoked: refuse its websocket before the upgrade (403).
+
+        While the broker is unreachable, answers from what this node knows.
+        """
+        self._require_running()
+        key_hash = self.names.key_hash(_check_key(key))
+        revoked = self._revoked.get(key_hash)
+        if revoked is not None and revoked[0] > time.monotonic():
+            return True
+        if not self._connected:
+            return False
+        try:
+            markers = await read_key_markers(self.transport, self.names, [key_hash])
+        except TransportError:
+            return False
+        revoke = markers[key_hash].revoke
+        if revoke is None:
+            return False
+        self._remember_revoked(key_hash, self._revoke_ttl_left(revoke.expires), revoke.code, revoke.reason)
+        return True
+
+    async def close_all(
+        self,
+        key: str,
+        *,
+        code: int = CLOSE_DEFAULT,
+        reason: str = "",
+        exclude: Handle | str | None = None,
+        confirm: bool = False,
+        timeout: float | None = None,
+        strict: bool = False,
+    ) -> CloseReport:
+        """Close every socket of ``key`` on every node (``exclude`` spares one).
+
+        Local sockets are closed at once. The remote part writes a marker, then
+        publishes. With ``confirm=True``, waits up to ``timeout`` for every live node
+        to report how many sockets it closed. While the broker is unreachable the
+        remote part waits in the outbox (``queued=True``), or with ``strict=True``
+        :class:`BrokerUnavailableError` is raised (local sockets are closed anyway).
+        """
+        validate_close(code, reason)
+        return await self._close_command("close", key, code, reason, exclude, confirm, timeout, strict, 0.0)
+
+    async def revoke(
+        self,
+        key: str,
+        *,
+        ttl: float | None = None,
+        code: int = CLOSE_REVOKED,
+        reason: str = "session revoked",
+        confirm: bool = False,
+        timeout: float | None = None,
+        strict: bool = False,
+    ) -> CloseReport:
+        """Close every socket of ``key`` everywhere and refuse the key for ``ttl`` seconds.
+
+        The default code 4401 tells clients not to reconnect until they have
+        authenticated again. Registrations racing the revoke end closed.
+        """
+        validate_close(code, reason)
+        ttl = self._revoke_ttl if ttl is None else ttl
+        if not ttl > 0:
+            raise ValueError("ttl must be a positive number of seconds")
+        return await self._close_command("revoke", key, code, reason, None, confirm, timeout, strict, ttl)
+
+    async def _close_command(
+        self,
+        op: Literal["close", "revoke"],
+        key: str,
+        code: int,
+        reason: str,
+        exclude: Handle | str | None,
+        confirm: bool,
+        timeout: float | None,
+        strict: bool,
+        ttl: float,
+    ) -> CloseReport:
+        self._require_running()
+        key_hash = self.names.key_hash(_check_key(key))
+        exclude_id = exclude.id if isinstance(exclude, Handle) else (exclude or "")
+        if op == "revoke":
+            self._remember_revoked(key_hash, ttl, code, reason)
+        state = self._hashes.get(key_hash)
+        completion = Completion() if confirm else None
+        closed_here = self._delivery.close_key(state, code, reason, exclude_id, completion)
+        outgoing = _Outgoing(op, key_hash, code, reason, exclude_id, ttl)
+        if not self._connected:
+            self._queue_outgoing(outgoing, strict)
+            return CloseReport(closed_here, queued=True)
+        query = Query(self._membership.live()) if confirm else None
+        try:
+            await self._send_outgoing(outgoing, query)
+        except TransportError:
+            self._queue_outgoing(outgoing, strict)
+            return CloseReport(closed_here, queued=True)
+        if query is None or completion is None:
+            return CloseReport(closed_here)
+        completion.seal()
+        return await self._await_query(query, completion, timeout)
+
+    async def _await_query(self, query: Query, completion: Completion, timeout: float | None) -> CloseReport:
+        with anyio.move_on_after(self._confirm_timeout if timeout is None else timeout):
+            await query.done.wait()
+            await completion.done.wait()
+        answered = dict(query.answers)
+        complete = query.complete and completion.remaining <= 0
+        return CloseReport(
+            completion.closed,
+            nodes=answered,
+            missing=query.missing,
+            confirmed=True,
+            complete=complete,
+        )
+
+    async def _send_outgoing(self, outgoing: _Outgoing, query: Query | None = None) -> None:
+        """Write the marker (closes, revokes), then publish the command — in one atomic
+        step where the transport can (``mark_and_publish``)."""
+        op, key_hash = outgoing.op, outgoing.key_hash
+        channel = self.names.control if query is not None else self.names.channel(key_hash)
+        marker: tuple[str, bytes, float] | None = None
+        if op == "close":
+            name = self.names.partial_close_marker if outgoing.exclude else self.names.close_marker
+            value = encode_marker(outgoing.code, outgoing.reason, outgoing.exclude)
+            marker = (name(key_hash), value, self._marker_ttl)
+        elif op == "revoke":
+            value = encode_marker(outgoing.code, outgoing.reason, expires=time.time() + outgoing.ttl)
+            marker = (self.names.revoke_marker(key_hash), value, outgoing.ttl)
+        combined = getattr(self.transport, "mark_and_publish", None)
+        if marker is None or combined is not None:
+            sequence = await self.transport.next_sequence()
+        else:
+            sequence = await self.transport.mark(*marker)
+        if op == "close" and (state := self._hashes.get(key_hash)) is not None:
+            state.note_close(CloseMarker(sequence, outgoing.code, outgoing.reason, outgoing.exclude))
+        self._note_sequence(sequence)
+        command = Command(
+            op,
+            self.node_id,
+            sequence=sequence,
+            target=key_hash if query is not None else "",
+            code=outgoing.code,
+            reason=outgoing.reason,
+            exclude=outgoing.exclude,
+            ttl=outgoing.ttl,
+            data=outgoing.data,
+            query=self._queries.open(query, self._tasks_or_raise()) if query is not None else "",
+        )
+        if marker is not None and combined is not None:
+            receivers = await combined(*marker, sequence, channel, self._codec.encode(command))
+            self._stats["commands_sent"] += 1
+        else:
+            receivers = await self._publish(channel, command)
+        if query is not None:
+            query.expect_receivers(receivers)
+
+    def _queue_outgoing(self, outgoing: _Outgoing, strict: bool) -> None:
+        if strict:
+            raise BrokerUnavailableError(
+                "the broker is unreachable: local sockets were handled, the other nodes were not reached"
+            )
+        if len(self._outbox) >= self._outbox_size:
+            raise BrokerUnavailableError(
+                f"the broker is unreachable and the outbox is full ({self._outbox_size} commands); "
+                "raise outbox_size or restore the broker"
+            )
+        self._outbox.append(outgoing)
+        logger.warning(
+            "sessionws: broker unreachable; %s queued in the outbox (%d waiting)",
+            outgoing.op,
+            len(self._outbox),
+        )
+        self._emit("outbox_queued", op=outgoing.op, depth=len(self._outbox))
+
+    async def send_all(
+        self,
+        key: str,
+        data: str | bytes,
+        *,
+        exclude: Handle | str | None = None,
+        strict: bool = False,
+    ) -> None:
+        """Send ``data`` to every socket of ``key`` on every node (``exclude`` spares one).
+
+        Each connection receives sends and closes in the order they were issued.
+        Payloads larger than the broker allows raise ``ValueError``.
+        """
+        self._require_running()
+        if not isinstance(data, (str, bytes)):
+            raise TypeError(f"data must be str or bytes, not {type(data).__name__}")
+        key_hash = self.names.key_hash(_check_key(key))
+        exclude_id = exclude.id if isinstance(exclude, Handle) else (exclude or "")
+        probe = self._codec.encode(
+            Command("send", self.node_id, sequence=2**62, exclude=exclude_id, data=data)
+        )
+        if len(probe) > self.transport.max_payload:
+            raise ValueError(
+                f"this message needs {len(probe)} bytes on the wire; the broker allows "
+                f"{self.transport.max_payload}. Send less, or send a reference the clients fetch."
+            )
+        state = self._hashes.get(key_hash)
+        if state is not None:
+            for handle in list(state.handles):
+                if handle.id != exclude_id:
+                    self._delivery.send(handle, data)
+        outgoing = _Outgoing("send", key_hash, exclude=exclude_id, data=data)
+        if not self._connected:
+            self._queue_outgoing(outgoing, strict)
+            return
+        try:
+            await self._send_outgoing(outgoing)
+        except TransportError:
+            self._queue_outgoing(outgoing, strict)
+
+    async def count(self, key: str, *, timeout: float | None = None) -> Count:
+        """Sockets of ``key`` cluster-wide, and whether every live node answered."""
+        self._require_running()
+        key_hash = self.names.key_hash(_check_key(key))
+        local = self.local_count(key)
+        if not self._connected:
+            return Count(local, False)
+        query = Query(self._membership.live())
+        token = self._queries.open(query, self._tasks_or_raise())
+        command = Command("count", self.node_id, target=key_hash, query=token)
+        try:
+            receivers = await self._publish(self.names.control, command)
+        except TransportError:
+            return Count(local, False)
+        query.expect_receivers(receivers)
+        with anyio.move_on_after(self._confirm_timeout if timeout is None else timeout):
+            await query.done.wait()
+        return Count(local + sum(query.answers.values()), query.complete)
+
+    def local_count(self, key: str) -> int:
+        """Sockets of ``key`` on this node (not closing)."""
+        state = self._keys.get(key)
+        if state is None:
+            return 0
+        return sum(1 for handle in state.handles if not handle.closing)
+
+    async def close_local(self, *, code: int = CLOSE_SHUTDOWN, reason: str = "") -> int:
+        """Close every socket on this node (shutdown); wait for them, each bounded by
+        ``close_timeout``. Returns how many were closed."""
+        validate_close(code, reason)
+        completion = Completion()
+        closed = sum(self._delivery.close(handle, code, reason, completion) for handle in self._all_handles())
+        completion.seal()
+        with anyio.move_on_after(self._close_timeout + 1.0, shield=True):
+            await completion.done.wait()
+        return closed
+
+    def _all_handles(self) -> list[Handle]:
+        return list({handle for state in self._keys.values() for handle in state.handles})
+
+    def local_handles(self, key: str) -> frozenset[Handle]:
+        """The handles of ``key`` on this node."""
+        state = self._keys.get(key)
+        return frozenset(state.handles) if state is not None else frozenset()
+
+    def local_keys(self) -> frozenset[str]:
+        """Keys with at least one socket on this node."""
+        return frozenset(key for key, state in self._keys.items() if state.handles)
+
+    def live_nodes(self) -> frozenset[str]:
+        """Other nodes heard from recently (heartbeats)."""
+        return self._membership.live()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters and gauges for metrics and debugging."""
+        sockets = len(self._all_handles())
+        return {
+            "registered": self._handle_counter,
+            "unregistered": self._handle_counter - sockets,
+            **self._stats,
+            "node": self.node_id,
+            "sockets": sockets,
+            "keys": sum(1 for state in self._keys.values() if state.handles),
+            "subscriptions": sum(1 for state in self._keys.values() if state.subscribed),
+            "dropped_by_reason": dict(self._dropped),
+            "outbox": len(self._outbox),
+            "members": len(self._membership.live()),
+            "broker": "connected" if self._connected else "disconnected",
+            "healthy": self.healthy,
+            "sequence": self._known_sequence,
+        }
+
+    # ------------------------------------------------------------------ the broker
+    async def _publish(self, channel: str, command: Command) -> int | None:
+        receivers = await self.transport.publish(channel, self._codec.encode(command))
+        self._stats["commands_sent"] += 1
+        return receivers
+
+    def _tasks_or_raise(self) -> anyio.abc.TaskGroup:
+        if self._tasks is None:
+            raise NotConfiguredError("the registry is not running")
+        return self._tasks
+
+    def message_received(self, channel: str, payload: bytes) -> None:
+        """Transport callback: one command arrived. Never blocks, never raises."""
+        try:
+            command = self._codec.decode(payload)
+        except WireError as error:
+            self._drop(error.reason)
+            return
+        if command.origin == self.node_id:
+            return
+        self._stats["commands_received"] += 1
+        try:
+            self._dispatch(channel, command)
+        except Exception:
+            logger.exception("sessionws: handling a %s command failed", command.op)
+            self._drop("malformed")
+
+    def _drop(self, reason: str) -> None:
+        self._stats["commands_dropped"] += 1
+        self._dropped[reason] = self._dropped.get(reason, 0) + 1
+        logger.warning("sessionws: dropped a broker message (%s)", reason)
+        self._emit("command_dropped", reason=reason)
+
+    def _dispatch(self, channel: str, command: Command) -> None:
+        op = command.op
+        if op in EFFECTFUL_OPS:
+            if command.sequence <= 0:
+                self._drop("malformed")
+                return
+            if not self._replay.accept(command.origin, command.sequence):
+                self._drop("replayed")
+                return
+            self._note_sequence(command.sequence)
+        if op in ("hello", "beat", "leave", "who"):
+            self._on_membership(command)
+            return
+        if op == "reply":
+            self._queries.answer(command.query, command.origin, command.count, observer=command.observer)
+            return
+        state = self._hashes.get(command.target) if command.target else self._channels.get(channel)
+        if op == "count":
+            if command.query:
+                self._spawn_reply(command, self.local_count(state.key) if state is not None else 0)
+            return
+        if op == "send":
+            if state is not None and command.data is not None:
+                for handle in list(state.handles):
+                    if handle.id != command.exclude:
+                        self._delivery.send(handle, command.data)
+            return
+        if not _close_code_ok(command.code, command.reason):
+            self._drop("malformed")
+            return
+        completion = Completion() if command.query else None
+        if op == "revoke":
+            key_hash = command.target or (state.hash if state is not None else "")
+            if key_hash:
+                self._remember_revoked(
+                    key_hash, command.ttl or self._revoke_ttl, command.code, command.reason
+                )
+            if state is not None:
+                for handle in list(state.handles):
+                    self._delivery.close(handle, command.code, command.reason, completion)
+        else:
+            if state is not None:
+                state.note_close(CloseMarker(command.sequence, command.code, command.reason, command.exclude))
+                for handle in list(state.handles):
+                    if (
+                        not handle.pending
+                        and handle.registration_sequence < command.sequence
+                        and handle.id != command.exclude
+                    ):
+                        self._delivery.close(handle, command.code, command.reason, completion)
+        if completion is not None:
+            completion.seal()
+            self._tasks_or_raise().start_soon(self._reply_when_closed, command, completion)
+
+    def _spawn_reply(self, command: Command, count: int) -> None:
+        self._tasks_or_raise().start_soon(self._reply, command, count)
+
+    async def _reply_when_closed(self, command: Command, completion: Completion) -> None:
+        with anyio.move_on_after(self._close_timeout + 1.0):
+            await completion.done.wait()
+        await self._reply(command, completion.closed)
+
+    async def _reply(self, command: Command, count: int) -> None:
+        reply = Command("reply", self.node_id, query=command.query, count=count, observer=self.publish_only)
+        try:
+            await self._publish(self.names.inbox(command.origin), reply)
+        except TransportError:
+            logger.info(
+                "sessionws: could not answer %s from %s: broker unreachable", command.op, command.origin
+            )
+
+    def _on_membership(self, command: Command) -> None:
+        if command.op == "leave":
+            if self._membership.leave(command.origin):
+                self._replay.forget(command.origin)
+                self._emit("member_left", node=command.origin)
+            return
+        if command.op != "who" and self._membership.beat(
+            command.origin, command.interval or self._heartbeat_interval
+        ):
+            self._emit("member_joined", node=command.origin)
+        if command.op in ("hello", "who") and not self.publish_only:
+            # Answer a newcomer (or a roll call) at once, so it knows the membership
+            # before the next heartbeat. A roll call's asker (the admin CLI) does not
+            # join the membership.
+            self._tasks_or_raise().start_soon(self._beat, "beat")
+
+    async def _beat(self, op: Literal["hello", "beat", "who"]) -> None:
+        with suppress(TransportError):
+            await self._publish(
+                self.names.control, Command(op, self.node_id, interval=self._heartbeat_interval)
+            )
+
+    async def _heartbeat(self) -> None:
+        while True:
+            if self._connected:
+                await self._beat("beat")
+            for node in self._membership.expire():
+                self._replay.forget(node)
+                self._emit("member_left", node=node)
+            await anyio.sleep(self._heartbeat_interval)
+
+    def connection_lost(self) -> None:
+        """Transport callback: the broker connection dropped."""
+        if not self._connected:
+            return
+        self._connected = False
+        self._lost_at = time.monotonic()
+        self._stats["broker_losses"] += 1
+        logger.warning("sessionws: lost the broker connection; serving locally and queueing remote commands")
+        self._emit("broker_lost")
+
+    def connection_restored(self) -> None:
+        """Transport callback: connected again and resubscribed; reconcile."""
+        if self._tasks is None:
+            return
+        if self._recovering:
+            self._recover_again = True  # the running recovery starts over when it ends
+            return
+        self._recovering = True
+        self._tasks.start_soon(self._recover)
+
+    async def _learn_broker(self) -> None:
+        identity = self.transport.identity
+        sequence = await self.transport.current_sequence()
+        if self._identity is None:
+            self._replay.reset(sequence)
+        self._identity = identity
+        self._note_sequence(sequence)
+        self._connected = True
+        self._lost_at = None
+        await self._beat("who" if self.publish_only else "hello")
+
+    async def _recover(self) -> None:
+        """After a reconnect: find what was missed, close what must be closed, flush the outbox.
+
+        A broker can say "connected" and still refuse commands for a while (a Redis
+        Cluster electing, JetStream choosing a leader): while the transport stays
+        connected, the recovery is retried with a backoff instead of waiting for a
+        reconnect that will not come.
+        """
+        delay = 0.05
+        try:
+            while True:
+                self._recover_again = False
+                try:
+                    await self._recover_once()
+                except TransportError:
+                    if not self.transport.connected:
+                        logger.info("sessionws: the broker dropped again while reconciling")
+                        return  # the next connection_restored starts over
+                    logger.info("sessionws: the broker refused the reconcile; retrying in %.2fs", delay)
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+                    continue
+                if not self._recover_again:
+                    return
+        except Exception:
+            logger.exception(
+                "sessionws: reconciling after a reconnect failed; closing local sockets with 1012"
+            )
+            self._close_unknown_state(self._all_handles())
+        finally:
+            self._recovering = False
+
+    async def _recover_once(self) -> None:
+        identity = self.transport.identity
+        lost_at = self._lost_at
+        outage = time.monotonic() - lost_at if lost_at is not None else 0.0
+        if self._identity is not None and identity != self._identity:
+            # Close first: nothing below may depend on the broker answering.
+            logger.warning("sessionws: the broker lost its data; closing local sockets with 1012")
+            self._close_unknown_state(self._all_handles())
+            self._membership.clear()
+            sequence = await self.transport.current_sequence()
+            self._known_sequence = sequence
+            self._replay.reset(sequence)
+        elif outage > self._marker_ttl:
+            logger.warning("sessionws: the outage outlived the markers; closing local sockets with 1012")
+            self._close_unknown_state(self._all_handles())
+        else:
+            await self._reconcile()
+        self._identity = identity
+        self._note_sequence(await self.transport.current_sequence())
+        self._connected = True
+        self._lost_at = None
+        self._stats["reconciles"] += 1
+        self._emit("broker_restored", outage=outage)
+        await self._flush_outbox()
+        await self._beat("who" if self.publish_only else "hello")
+
+    async def _reconcile(self) -> None:
+        states = [state for state in self._keys.values() if state.handles]
+        closed = await self._check_markers(states)
+        logger.info("sessionws: reconciled %d keys after a reconnect; %d sockets closed", len(states), closed)
+        self._emit("reconciled", keys=len(states), closed=closed)
+
+    async def _check_markers(self, states: list[KeyState]) -> int:
+        """Read the markers of ``states``; close what a missed close or revoke should have."""
+        markers = await read_key_markers(self.transport, self.names, [state.hash for state in states])
+        closed = 0
+        for state in states:
+            found = markers.get(state.hash)
+            if found is None:
+                continue
+            self._apply_markers(state, found)
+            for handle in list(state.handles):
+                if handle.pending:
+                    continue  # its registration checks the markers itself
+                if found.revoke is not None:
+                    closed += self._delivery.close(handle, found.revoke.code, found.revoke.reason)
+                elif (close := state.close_for(handle)) is not None:
+                    closed += self._delivery.close(handle, close.code, close.reason)
+        return closed
+
+    def _after_subscribe(self, states: list[KeyState]) -> None:
+        """Where interest spreads asynchronously (a NATS cluster), read the markers once
+        more after the grace period: a close published on another server before our
+        subscription reached it is found then."""
+        if self._interest_grace > 0 and self._tasks is not None:
+            self._tasks.start_soon(self._recheck, states)
+
+    async def _recheck(self, states: list[KeyState]) -> None:
+        await anyio.sleep(self._interest_grace)
+        live = [state for state in states if state.handles and self._keys.get(state.key) is state]
+        if not live or not self._connected:
+            return  # a reconnect reconciles every key anyway
+        try:
+            closed = await self._check_markers(live)
+        except TransportError:
+            return
+        if closed:
+            logger.info("sessionws: the second marker read closed %d sockets", closed)
+
+    def _close_unknown_state(self, handles: Iterable[Handle]) -> None:
+        for handle in list(handles):
+            if self._delivery.close(handle, CLOSE_UNKNOWN_STATE, "reconnect to re-authorise"):
+                self._stats["closed_unknown_state"] += 1
+        for state in self._keys.values():
+            state.forget_closes()
+
+    async def _flush_outbox(self) -> None:
+        while self._outbox:
+            outgoing = self._outbox[0]
+            await self._send_outgoing(outgoing)
+            self._outbox.popleft()
+            self._stats["outbox_sent"] += 1
+            self._emit("outbox_sent", op=outgoing.op, depth=len(self._outbox))
+
+    # ------------------------------------------------------------------ helpers
+    def _note_sequence(self, sequence: int) -> None:
+        if sequence > self._known_sequence:
+            self._known_sequence = sequence
+
+    def _remember_revoked(self, key_hash: str, ttl: float, code: int, reason: str) -> None:
+        state = self._hashes.get(key_hash)
+        if state is not None:
+            state.closed_before = True  # registrations of this key check the revocation
+        self._revoked[key_hash] = (time.monotonic() + ttl, code, reason)
+        self._revoked.move_to_end(key_hash)
+        while len(self._revoked) > _REVOKED_CACHE_SIZE:
+            self._revoked.popitem(last=False)
+
+    def _revoke_ttl_left(self, expires: float | None) -> float:
+        # The revoke marker carries its expiry (wall clock, only to size the local
+        # cache; ordering never depends on clocks).
+        return self._revoke_ttl if expires is None else max(0.0, expires - time.time())
+
+    def _emit(self, name: str, **detail: object) -> None:
+        if self._on_event is None:
+            return
+        try:
+            self._on_event(Event(name, detail))
+        except Exception:
+            logger.exception("sessionws: the on_event callback failed")
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str):
+        raise TypeError(f"keys must be str, not {type(key).__name__}")
+    if not key:
+        raise ValueError("keys must be non-empty strings")
+    return key
+
+
+def _normalize_keys(keys: str | Iterable[str]) -> tuple[str, ...]:
+    if isinstance(keys, str):
+        return (_check_key(keys),)
+    if not isinstance(keys, Iterable):
+        raise TypeError(f"keys must be a str or an iterable of str, not {type(keys).__name__}")
+    result = tuple(dict.fromkeys(_check_key(key) for key in keys))
+    if not result:
+        raise ValueError("register needs at least one key (the session-ws id)")
+    return result
+
+
+def _close_code_ok(code: int, reason: str) -> bool:
+    try:
+        validate_close(code, reason)
+    except (TypeError, ValueError):
+        return False
+    return True

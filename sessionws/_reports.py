@@ -1,0 +1,55 @@
+"""What the cluster verbs return, and the events the registry reports."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+__all__ = ("CloseReport", "Count", "Event")
+
+
+@dataclass(frozen=True, slots=True)
+class CloseReport:
+    """The outcome of ``close_all`` / ``revoke``.
+
+    ``closed_here`` counts this node's sockets. With ``confirm=True``, ``nodes`` maps
+    every other node that answered to the number of sockets it closed (0 is an
+    answer), ``missing`` names live nodes that did not answer in time, and
+    ``complete`` is true when every live node answered. Without ``confirm``, the
+    remote part is fire-and-forget (``confirmed`` and ``complete`` are false);
+    ``queued`` is true when the remote part waits in the outbox for the broker.
+    """
+
+    closed_here: int
+    nodes: Mapping[str, int] = field(default_factory=dict)
+    missing: frozenset[str] = frozenset()
+    confirmed: bool = False
+    complete: bool = False
+    queued: bool = False
+
+    @property
+    def total(self) -> int:
+        """Sockets closed cluster-wide, as far as the answers tell."""
+        return self.closed_here + sum(self.nodes.values())
+
+
+class Count(NamedTuple):
+    """``count(key)``: the cluster-wide number of sockets, and whether every live node answered."""
+
+    total: int
+    complete: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened in a registry, for metrics (see ``on_event``).
+
+    ``name`` is one of: ``registered``, ``unregistered``, ``closed``, ``overflow``,
+    ``command_sent``, ``command_received``, ``command_dropped``, ``broker_lost``,
+    ``broker_restored``, ``reconciled``, ``outbox_queued``, ``outbox_sent``,
+    ``member_joined``, ``member_left``. ``detail`` never holds a key in clear.
+    """
+
+    name: str
+    detail: Mapping[str, object] = field(default_factory=dict)
