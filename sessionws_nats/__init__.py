@@ -1,0 +1,8 @@
+"""sessionws over NATS: core pub/sub for commands, a JetStream key-value bucket for markers."""
+
+from __future__ import annotations
+
+from sessionws_nats._errors import UnsupportedNatsServerError
+from sessionws_nats._transport import NatsTransport, transport_from_url
+
+__all__ = ("NatsTransport", "UnsupportedNatsServerError", "transport_from_url")

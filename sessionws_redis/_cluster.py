@@ -1,0 +1,327 @@
+"""The Redis Cluster transport: sharded pub/sub, so a message costs one shard.
+
+Channels are subscribed with ``SSUBSCRIBE`` on the primary that owns their hash slot
+and published with ``SPUBLISH``, which only that shard handles (classic ``PUBLISH``
+is broadcast to every node of a cluster). The transport holds one pub/sub
+connection per primary, each a :class:`~sessionws_redis._link.PubSubLink` with
+its own reader and reconnect loop, so a master that dies only silences its own
+shard: the handler hears ``connection_lost`` when the first link drops and
+``connection_restored`` when every link is back and resubscribed.
+
+The sequence and every marker share the hash tag ``{prefix}``: one slot, so the
+mark script and ``MGET`` run on one node, atomically. ``identity`` is the
+``run_id`` of the primary owning that slot — the only node whose data matters.
+
+A ``MOVED`` reply or a server-side ``SUNSUBSCRIBE`` (a slot migrated) makes the
+transport reload the cluster's slot map and rebuild its links if it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+from anyio.abc import TaskStatus
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.exceptions import (
+    ClusterDownError,
+    MasterDownError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+
+from sessionws._errors import TransportError
+from sessionws._protocols import Marker, TransportHandler
+from sessionws._tasks import background_tasks
+from sessionws_redis._errors import UNREACHABLE_ERRORS, broker_errors
+from sessionws_redis._link import PubSubLink, notify, run_link
+from sessionws_redis._markers import Markers
+from sessionws_redis._options import TransportOptions, check_channels, pubsub_connection_kwargs, split_options
+
+__all__ = ("RedisClusterTransport",)
+
+logger = logging.getLogger("sessionws_redis")
+
+# A cluster that is reshaping or missing a master answers with these; to the
+# registry they mean the same as an unreachable broker.
+_CLUSTER_UNREACHABLE: tuple[type[Exception], ...] = (
+    *UNREACHABLE_ERRORS,
+    ClusterDownError,
+    MasterDownError,
+    TryAgainError,
+    RedisClusterException,
+)
+
+
+def _slot_owners(client: RedisCluster) -> tuple[str, ...]:
+    """The primary's name for every hash slot (a snapshot of the client's slot map)."""
+    cache = client.nodes_manager.slots_cache
+    return tuple(cache[slot][0].name if cache.get(slot) else "" for slot in range(REDIS_CLUSTER_HASH_SLOTS))
+
+
+class RedisClusterTransport:
+    """A :class:`~sessionws.Transport` over a Redis Cluster, with sharded pub/sub.
+
+    Build it with :meth:`from_url` (``redis+cluster://host:port``, or
+    ``rediss+cluster://``; the other nodes are discovered) or from a ready
+    ``redis.asyncio.cluster.RedisCluster`` (``decode_responses=False``; left open).
+    The options are those of :class:`~sessionws_redis.RedisTransport`.
+    Needs Redis 7.0 or later (sharded pub/sub).
+    """
+
+    def __init__(self, client: RedisCluster, *, close_client: bool = False, **options: Any) -> None:
+        if not isinstance(client, RedisCluster):
+            raise TypeError(
+                f"client must be a redis.asyncio.cluster.RedisCluster, got {type(client).__name__}"
+            )
+        if client.get_encoder().decode_responses:
+            raise ValueError("the RedisCluster client must use decode_responses=False (payloads are bytes)")
+        self._options = TransportOptions(**options)
+        self.max_payload = self._options.max_payload
+        self._client = client
+        self._close_client = close_client
+        self._markers = Markers(client.execute_command, self._options)
+        self._marker_slot = key_slot(self._options.sequence_key.encode())
+        self._wanted: dict[str, int] = {}  # channel -> hash slot
+        self._owners: tuple[str, ...] = ()
+        self._links: dict[str, PubSubLink] = {}
+        self._handler: TransportHandler | None = None
+        self._refresh = anyio.Event()
+        self._lost = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisClusterTransport:
+        """A transport for ``redis+cluster://`` / ``rediss+cluster://`` URLs.
+
+        Transport options are taken from ``options``, the rest go to
+        ``RedisCluster.from_url``; the transport owns that client and closes it
+        when ``open()`` exits.
+        """
+        scheme, separator, rest = url.partition("://")
+        if scheme.lower() not in ("redis+cluster", "rediss+cluster") or not separator:
+            raise ValueError(f"RedisClusterTransport takes redis+cluster:// URLs, got {scheme}://")
+        transport_options, client_options = split_options(dict(options))
+        client_options.setdefault("retry", Retry(NoBackoff(), 1))
+        client = RedisCluster.from_url(
+            f"{scheme.lower().removesuffix('+cluster')}://{rest}", **client_options
+        )
+        return cls(client, close_client=True, **vars(transport_options))
+
+    @property
+    def connected(self) -> bool:
+        """Whether every primary's pub/sub connection is up and resubscribed."""
+        return bool(self._links) and all(link.connected for link in self._links.values())
+
+    @property
+    def identity(self) -> str:
+        """The ``run_id`` of the primary holding the markers; ``""`` before ``open``."""
+        link = self._links.get(self._owners[self._marker_slot]) if self._owners else None
+        return link.run_id if link is not None else ""
+
+    def open(self, handler: TransportHandler) -> AbstractAsyncContextManager[None]:
+        """Discover the cluster, connect to every primary and keep the listeners running."""
+        return self._run(handler)
+
+    @asynccontextmanager
+    async def _run(self, handler: TransportHandler) -> AsyncIterator[None]:
+        if self._handler is not None:
+            raise RuntimeError("this RedisClusterTransport is already open; make one per registry")
+        self._handler = handler
+        try:
+            await self._discover()
+            async with background_tasks() as tasks:
+                await tasks.start(self._supervise)
+                yield
+        finally:
+            self._handler = None
+            self._links = {}
+            self._owners = ()
+            self._wanted.clear()
+            self._lost = False
+            if self._close_client:
+                with anyio.CancelScope(shield=True):
+                    await self._client.aclose()
+
+    async def _discover(self) -> None:
+        try:
+            with (
+                anyio.fail_after(self._options.connect_timeout),
+                broker_errors("cluster discovery", _CLUSTER_UNREACHABLE),
+            ):
+                await self._client.initialize()
+        except TimeoutError as exc:
+            raise TransportError(
+                f"the Redis Cluster did not answer within {self._options.connect_timeout} s"
+            ) from exc
+
+    async def _supervise(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run one generation of links per slot map; rebuild when the map changes."""
+        first = True
+        while True:
+            self._refresh = anyio.Event()
+            self._owners = _slot_owners(self._client)
+            primaries = {node.name: node for node in self._client.get_primaries()}
+            self._links = {
+                name: PubSubLink(name, _connection_factory(node), self, self._options, sharded=True)
+                for name, node in primaries.items()
+            }
+            async with background_tasks() as tasks:
+                for link in self._links.values():
+                    if first:
+                        await tasks.start(run_link, link, self._options.connect_timeout)
+                    else:
+                        tasks.start_soon(run_link, link, None)
+                if first:
+                    first = False
+                    task_status.started()
+                await self._wait_for_new_slot_map()
+            # The old links are gone; the handler must hear about it before new ones come up.
+            self._mark_lost()
+
+    async def _wait_for_new_slot_map(self) -> None:
+        while True:
+            await self._refresh.wait()
+            self._refresh = anyio.Event()
+            try:
+                await self._client.nodes_manager.initialize()
+            except (RedisError, RedisClusterException, OSError) as exc:
+                logger.warning("reloading the Redis Cluster slot map failed: %s", exc)
+                await anyio.sleep(self._options.reconnect_max_delay)
+                self._refresh.set()
+                continue
+            if _slot_owners(self._client) != self._owners:
+                logger.warning("the Redis Cluster slot map changed; reconnecting to its primaries")
+                return
+
+    def _mark_lost(self) -> None:
+        if not self._lost and self._handler is not None:
+            self._lost = True
+            notify(self._handler.connection_lost)
+
+    def _links_for(self, channels: Iterable[str]) -> dict[PubSubLink, list[str]]:
+        grouped: dict[PubSubLink, list[str]] = {}
+        for channel in channels:
+            link = self._links.get(self._owners[key_slot(channel.encode())])
+            if link is None:
+                self._refresh.set()
+                raise TransportError("no primary owns this channel's slot; the slot map is being reloaded")
+            grouped.setdefault(link, []).append(channel)
+        return grouped
+
+    def _require_open(self) -> None:
+        if self._handler is None or not self._links:
+            raise RuntimeError("use the transport inside `async with transport.open(handler)`")
+
+    # --- LinkOwner ------------------------------------------------------------------
+    def channels_for(self, link: PubSubLink) -> Iterable[str]:
+        return [channel for channel, slot in self._wanted.items() if self._owners[slot] == link.name]
+
+    def wants(self, link: PubSubLink, channel: str) -> bool:
+        slot = self._wanted.get(channel)
+        return slot is not None and self._owners[slot] == link.name
+
+    def link_up(self, link: PubSubLink) -> None:
+        if self._lost and self.connected and self._handler is not None:
+            self._lost = False
+            logger.info(
+                "every Redis Cluster primary is reachable again; %d channels resubscribed", len(self._wanted)
+            )
+            notify(self._handler.connection_restored)
+
+    def link_down(self, link: PubSubLink) -> None:
+        self._mark_lost()
+
+    def reconnect_failed(self, link: PubSubLink) -> None:
+        # A primary that stays away may have been replaced (failover): ask the
+        # cluster again every few attempts; an unchanged slot map changes nothing.
+        if link.failed_attempts % 5 == 0:
+            self._refresh.set()
+
+    def message_received(self, channel: str, payload: bytes) -> None:
+        if self._handler is not None:
+            self._handler.message_received(channel, payload)
+
+    def redirected(self, link: PubSubLink, error: ResponseError) -> None:
+        logger.warning(
+            "Redis Cluster node %s redirected a subscription (%s); reloading the slot map", link.name, error
+        )
+        self._refresh.set()
+
+    # --- Transport ------------------------------------------------------------------
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        """``SSUBSCRIBE`` on each owning primary; returns once all of them confirmed.
+
+        Channels whose shard is down stay wanted (subscribed when it returns) and
+        make the call raise :class:`~sessionws.TransportError` after the others
+        were subscribed.
+        """
+        channels = check_channels(channels)
+        self._require_open()
+        for channel in channels:
+            self._wanted[channel] = key_slot(channel.encode())
+        await self._update(channels, strict=True)
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        """``SUNSUBSCRIBE``; shards that are down simply do not resubscribe them."""
+        channels = check_channels(channels)
+        self._require_open()
+        for channel in channels:
+            self._wanted.pop(channel, None)
+        await self._update(channels, strict=False)
+
+    async def _update(self, channels: Sequence[str], *, strict: bool) -> None:
+        failure: TransportError | None = None
+        for link, link_channels in self._links_for(channels).items():
+            if not link.connected and not strict:
+                continue
+            try:
+                await link.update(link_channels)
+            except TransportError as exc:
+                failure = failure or exc
+        if failure is not None and strict:
+            raise failure
+
+    async def publish(self, channel: str, payload: bytes) -> int | None:
+        """``SPUBLISH``; returns how many connections of that shard received it."""
+        self._options.check_payload(payload)
+        self._require_open()
+        with broker_errors("SPUBLISH", _CLUSTER_UNREACHABLE):
+            return int(await self._client.spublish(channel, bytes(payload)))
+
+    async def current_sequence(self) -> int:
+        """The newest sequence taken (0 when none was, or its primary lost its data)."""
+        self._require_open()
+        with broker_errors("GET", _CLUSTER_UNREACHABLE):
+            return await self._markers.current_sequence()
+
+    async def next_sequence(self) -> int:
+        """Take a new sequence number (``INCR``)."""
+        self._require_open()
+        with broker_errors("INCR", _CLUSTER_UNREACHABLE):
+            return await self._markers.next_sequence()
+
+    async def mark(self, key: str, value: bytes, ttl: float) -> int:
+        """Store ``value`` under ``key`` for ``ttl`` seconds with a new sequence, atomically."""
+        self._require_open()
+        with broker_errors("mark", _CLUSTER_UNREACHABLE):
+            return await self._markers.mark(key, value, ttl)
+
+    async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
+        """The markers of ``keys`` (``None`` where missing or expired); one slot, so MGET."""
+        self._require_open()
+        with broker_errors("MGET", _CLUSTER_UNREACHABLE):
+            return await self._markers.read_markers(keys)
+
+
+def _connection_factory(node: ClusterNode) -> Callable[[], AbstractConnection]:
+    kwargs = pubsub_connection_kwargs(node.connection_kwargs)
+    return lambda: node.connection_class(**kwargs)

@@ -1,0 +1,243 @@
+"""The standalone Redis transport: one pub/sub link, markers in keys, one ``INCR`` sequence.
+
+The pieces live next door: the pub/sub connection and its reconnect loop in
+:mod:`sessionws_redis._link`, the marker script in :mod:`sessionws_redis._markers`,
+the options in :mod:`sessionws_redis._options`. The cluster transport
+(:mod:`sessionws_redis._cluster`) is built from the same pieces.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import anyio
+from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ResponseError
+
+from sessionws._errors import TransportError
+from sessionws._protocols import Marker, TransportHandler
+from sessionws._tasks import background_tasks
+from sessionws_redis._cluster import RedisClusterTransport
+from sessionws_redis._errors import broker_errors
+from sessionws_redis._link import PubSubLink, notify, run_link
+from sessionws_redis._markers import Markers
+from sessionws_redis._options import (
+    TransportOptions,
+    check_channels,
+    describe_connection,
+    pubsub_connection_kwargs,
+    split_options,
+)
+
+__all__ = ("RedisTransport", "transport_from_url")
+
+logger = logging.getLogger("sessionws_redis")
+
+
+class RedisTransport:
+    """A :class:`~sessionws.Transport` over a standalone Redis server (or a proxy).
+
+    Build it with :meth:`from_url` (``redis://``, ``rediss://``) or from a ready
+    ``redis.asyncio.Redis`` client (with ``decode_responses=False``; the transport
+    then leaves the client open). Options:
+
+    * ``prefix``: hash tag and prefix of the transport's keys (the sequence and the
+      markers); namespaces may share one.
+    * ``max_payload``: largest payload ``publish`` accepts (default 1 MiB).
+    * ``reconnect_min_delay`` / ``reconnect_max_delay``: the capped exponential
+      backoff between reconnect attempts (with jitter).
+    * ``connect_timeout``: how long ``open()`` keeps trying to reach Redis at start
+      before it raises :class:`~sessionws.TransportError`.
+    * ``command_timeout``: how long a subscription may wait for the server.
+    * ``health_check_interval``: how often an idle pub/sub connection is PINGed, so
+      a silently dead peer is noticed within about twice this.
+
+    ``identity`` is the server's ``run_id``: it changes when Redis restarts (and, as
+    we cannot tell, when a replica takes over, which costs a spurious reconcile).
+    """
+
+    def __init__(self, client: Redis, *, close_client: bool = False, **options: Any) -> None:
+        if not isinstance(client, Redis):
+            raise TypeError(f"client must be a redis.asyncio.Redis, got {type(client).__name__}")
+        if client.connection_pool.connection_kwargs.get("decode_responses", False):
+            raise ValueError("the Redis client must use decode_responses=False (payloads are bytes)")
+        self._options = TransportOptions(**options)
+        self.max_payload = self._options.max_payload
+        self._client = client
+        self._close_client = close_client
+        self._markers = Markers(client.execute_command, self._options)
+        self._wanted: set[str] = set()
+        self._handler: TransportHandler | None = None
+        self._link: PubSubLink | None = None
+        self._lost = False
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> RedisTransport:
+        """A transport for ``redis://`` / ``rediss://`` URLs.
+
+        Transport options (see the class) are taken from ``options``; the rest go to
+        ``redis.asyncio.Redis.from_url``. The transport owns that client and closes
+        it when ``open()`` exits.
+        """
+        scheme = url.partition("://")[0].lower()
+        if scheme not in ("redis", "rediss"):
+            raise ValueError(f"RedisTransport takes redis:// or rediss:// URLs, got {scheme}://")
+        transport_options, client_options = split_options(dict(options))
+        client_options.setdefault("retry", Retry(NoBackoff(), 1))
+        client = Redis.from_url(url, **client_options)
+        return cls(client, close_client=True, **vars(transport_options))
+
+    @property
+    def connected(self) -> bool:
+        """Whether the pub/sub connection is up and every wanted channel subscribed."""
+        return self._link is not None and self._link.connected
+
+    @property
+    def identity(self) -> str:
+        """The Redis server's ``run_id`` at the last (re)connect; ``""`` before ``open``."""
+        return self._link.run_id if self._link is not None else ""
+
+    def open(self, handler: TransportHandler) -> AbstractAsyncContextManager[None]:
+        """Connect (waiting up to ``connect_timeout``) and keep the listener running."""
+        return self._run(handler)
+
+    @asynccontextmanager
+    async def _run(self, handler: TransportHandler) -> AsyncIterator[None]:
+        if self._handler is not None:
+            raise RuntimeError("this RedisTransport is already open; make one per registry")
+        self._handler = handler
+        pool = self._client.connection_pool
+        connection_kwargs = pubsub_connection_kwargs(pool.connection_kwargs)
+        link = PubSubLink(
+            describe_connection(pool.connection_kwargs),
+            lambda: pool.connection_class(**connection_kwargs),
+            self,
+            self._options,
+        )
+        try:
+            async with background_tasks() as tasks:
+                await tasks.start(run_link, link, self._options.connect_timeout)
+                self._link = link
+                yield
+        finally:
+            self._link = self._handler = None
+            self._wanted.clear()
+            self._lost = False
+            if self._close_client:
+                with anyio.CancelScope(shield=True):
+                    await self._client.aclose()
+
+    def _require_open(self) -> PubSubLink:
+        if self._link is None:
+            raise RuntimeError("use the transport inside `async with transport.open(handler)`")
+        return self._link
+
+    # --- LinkOwner ------------------------------------------------------------------
+    def channels_for(self, link: PubSubLink) -> Iterable[str]:
+        return self._wanted
+
+    def wants(self, link: PubSubLink, channel: str) -> bool:
+        return channel in self._wanted
+
+    def link_up(self, link: PubSubLink) -> None:
+        if self._lost and self._handler is not None:
+            self._lost = False
+            logger.info(
+                "reconnected to Redis at %s and resubscribed %d channels", link.name, len(self._wanted)
+            )
+            notify(self._handler.connection_restored)
+
+    def link_down(self, link: PubSubLink) -> None:
+        if not self._lost and self._handler is not None:
+            self._lost = True
+            notify(self._handler.connection_lost)
+
+    def reconnect_failed(self, link: PubSubLink) -> None:
+        pass
+
+    def message_received(self, channel: str, payload: bytes) -> None:
+        if self._handler is not None:
+            self._handler.message_received(channel, payload)
+
+    def redirected(self, link: PubSubLink, error: ResponseError) -> None:
+        logger.warning("Redis at %s redirected a subscription (%s); is this a cluster?", link.name, error)
+
+    # --- Transport ------------------------------------------------------------------
+    async def subscribe(self, channels: Sequence[str]) -> None:
+        """Subscribe ``channels`` (one batch) and return once Redis confirmed."""
+        channels = check_channels(channels)
+        link = self._require_open()
+        self._wanted.update(channels)
+        await link.update(channels)
+
+    async def unsubscribe(self, channels: Sequence[str]) -> None:
+        """Unsubscribe ``channels``; while disconnected they are simply not resubscribed."""
+        channels = check_channels(channels)
+        link = self._require_open()
+        self._wanted.difference_update(channels)
+        if link.connected:
+            with contextlib.suppress(TransportError):
+                await link.update(channels)
+
+    async def publish(self, channel: str, payload: bytes) -> int | None:
+        """``PUBLISH``; returns how many connections (nodes) received it."""
+        self._options.check_payload(payload)
+        self._require_open()
+        with broker_errors("PUBLISH"):
+            return int(await self._client.publish(channel, bytes(payload)))
+
+    async def current_sequence(self) -> int:
+        """The newest sequence taken (0 when none was, or Redis lost its data)."""
+        self._require_open()
+        with broker_errors("GET"):
+            return await self._markers.current_sequence()
+
+    async def next_sequence(self) -> int:
+        """Take a new sequence number (``INCR``)."""
+        self._require_open()
+        with broker_errors("INCR"):
+            return await self._markers.next_sequence()
+
+    async def mark(self, key: str, value: bytes, ttl: float) -> int:
+        """Store ``value`` under ``key`` for ``ttl`` seconds with a new sequence, atomically."""
+        self._require_open()
+        with broker_errors("mark"):
+            return await self._markers.mark(key, value, ttl)
+
+    async def mark_and_publish(
+        self, key: str, value: bytes, ttl: float, sequence: int, channel: str, payload: bytes
+    ) -> int | None:
+        """Set a marker taken with ``next_sequence`` and publish, in one atomic script."""
+        self._options.check_payload(payload)
+        self._require_open()
+        with broker_errors("mark and publish"):
+            return await self._markers.mark_and_publish(key, value, ttl, sequence, channel, payload)
+
+    async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
+        """The markers of ``keys`` (``None`` where missing or expired), batched with MGET."""
+        self._require_open()
+        with broker_errors("MGET"):
+            return await self._markers.read_markers(keys)
+
+
+def transport_from_url(url: str, **options: Any) -> RedisTransport | RedisClusterTransport:
+    """The Redis transport for ``url``: the cluster one for ``redis+cluster://``.
+
+    This is what the core's URL table calls for the Redis schemes.
+    """
+
+    scheme = url.partition("://")[0].lower()
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        return RedisClusterTransport.from_url(url, **options)
+    if scheme in ("redis", "rediss"):
+        return RedisTransport.from_url(url, **options)
+    raise ValueError(
+        f"sessionws_redis cannot handle {scheme}:// URLs; use redis://, rediss://, "
+        "redis+cluster:// or rediss+cluster://"
+    )
