@@ -1,0 +1,60 @@
+"""sessionws for aiohttp: a drop-in for ``aiohttp_session_ws``, cluster-wide.
+
+::
+
+    from sessionws import SessionRegistry
+    from sessionws_aiohttp import session_ws, session_ws_middleware, setup
+
+    app = web.Application(middlewares=[session_middleware(storage), session_ws_middleware])
+    setup(app, SessionRegistry("redis://localhost:6379/0"))
+"""
+
+from __future__ import annotations
+
+from ._app import get_registry, setup
+from ._compat import SessionWSRegistry
+from ._connection import AiohttpConnection
+from ._middleware import session_ws_middleware
+from ._verbs import (
+    close_all_session_ws,
+    close_all_ws,
+    count_session_ws,
+    count_ws,
+    delete_session_ws_id,
+    ensure_session_ws_id,
+    get_session_ws_id,
+    new_session_ws_id,
+    revoke_session_ws,
+    revoke_ws,
+    rotate_session_ws_id,
+    schedule_close_all_session_ws,
+    schedule_close_all_ws,
+    send_session_ws,
+    send_ws,
+)
+from ._websocket import get_ws_handle, session_ws
+
+__all__ = (
+    "AiohttpConnection",
+    "SessionWSRegistry",
+    "close_all_session_ws",
+    "close_all_ws",
+    "count_session_ws",
+    "count_ws",
+    "delete_session_ws_id",
+    "ensure_session_ws_id",
+    "get_registry",
+    "get_session_ws_id",
+    "get_ws_handle",
+    "new_session_ws_id",
+    "revoke_session_ws",
+    "revoke_ws",
+    "rotate_session_ws_id",
+    "schedule_close_all_session_ws",
+    "schedule_close_all_ws",
+    "send_session_ws",
+    "send_ws",
+    "session_ws",
+    "session_ws_middleware",
+    "setup",
+)

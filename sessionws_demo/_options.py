@@ -1,0 +1,62 @@
+"""What every server version of the demo is given, and what they share."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+__all__ = (
+    "FRAMEWORKS",
+    "STATIC_DIR",
+    "USER_NAME",
+    "DemoOptions",
+    "public_transport",
+    "url_for_humans",
+)
+
+#: The framework versions of the demo; each is ``sessionws_demo._<name>_app`` with
+#: ``make_app(options)`` and ``run(options) -> int`` (serve until interrupted).
+FRAMEWORKS = ("aiohttp", "starlette")
+
+#: The page, its script and its style.
+STATIC_DIR = Path(__file__).parent / "static"
+
+#: Accepted user names at login (shown on the page, used in the ``user:<name>`` key).
+USER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+#: How long a revoked id stays refused in the demo.
+REVOKE_TTL = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class DemoOptions:
+    """The command line, parsed.
+
+    ``secret`` signs the session cookie; ``None`` makes a random one per process
+    (cluster nodes must share one to share sessions). ``node`` names this process
+    on the page (default: the registry's random node id).
+    """
+
+    transport: str = "memory://"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    node: str | None = None
+    secret: str | None = None
+    namespace: str = "sessionws-demo"
+
+
+def public_transport(url: str) -> str:
+    """The transport URL without credentials, path or query (it is shown on the page)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    name = host or parts.path.strip("/")
+    return f"{parts.scheme}://{name}"
+
+
+def url_for_humans(host: str, port: int) -> str:
+    """``http://host:port/`` for a bound address (IPv6 hosts in brackets)."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"

@@ -1,0 +1,67 @@
+"""sessionws for Starlette and FastAPI: websockets tied to the session, closed on demand.
+
+``pip install sessionws[starlette]``. Run the registry with
+``lifespan=sessionws_lifespan(registry)``, list ``SessionWSMiddleware`` inside
+``SessionMiddleware``, and open websockets with ``async with session_ws(websocket):``.
+"""
+
+from __future__ import annotations
+
+from sessionws_starlette._middleware import EPHEMERAL_SCOPE_KEY, SessionWSMiddleware
+from sessionws_starlette._state import (
+    ID_PROVIDER_STATE_KEY,
+    REGISTRY_STATE_KEY,
+    RunnableRegistry,
+    get_id_provider,
+    get_registry,
+    sessionws_lifespan,
+    starlette_session,
+)
+from sessionws_starlette._verbs import (
+    close_all_session_ws,
+    close_all_ws,
+    count_session_ws,
+    count_ws,
+    delete_session_ws_id,
+    ensure_session_ws_id,
+    get_session_ws_id,
+    new_session_ws_id,
+    revoke_session_ws,
+    revoke_ws,
+    rotate_session_ws_id,
+    schedule_close_all_session_ws,
+    schedule_close_all_ws,
+    send_session_ws,
+    send_ws,
+)
+from sessionws_starlette._websocket import MISSING_ID_REASON, StarletteConnection, session_ws
+
+__all__ = (
+    "EPHEMERAL_SCOPE_KEY",
+    "ID_PROVIDER_STATE_KEY",
+    "MISSING_ID_REASON",
+    "REGISTRY_STATE_KEY",
+    "RunnableRegistry",
+    "SessionWSMiddleware",
+    "StarletteConnection",
+    "close_all_session_ws",
+    "close_all_ws",
+    "count_session_ws",
+    "count_ws",
+    "delete_session_ws_id",
+    "ensure_session_ws_id",
+    "get_id_provider",
+    "get_registry",
+    "get_session_ws_id",
+    "new_session_ws_id",
+    "revoke_session_ws",
+    "revoke_ws",
+    "rotate_session_ws_id",
+    "schedule_close_all_session_ws",
+    "schedule_close_all_ws",
+    "send_session_ws",
+    "send_ws",
+    "session_ws",
+    "sessionws_lifespan",
+    "starlette_session",
+)

@@ -1,0 +1,107 @@
+"""``session_ws``: accept a Starlette websocket and keep it registered under its session's id."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager, suppress
+
+import anyio
+from starlette.exceptions import WebSocketException
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from sessionws import CLOSE_REVOKED, Handle
+from sessionws_starlette._state import get_registry
+from sessionws_starlette._verbs import get_session_ws_id
+
+__all__ = ("MISSING_ID_REASON", "StarletteConnection", "session_ws")
+
+logger = logging.getLogger("sessionws.starlette")
+
+#: Close reason (1008) for a websocket whose session has no id; fits a close frame.
+MISSING_ID_REASON = "no session-ws id: load a page under SessionWSMiddleware first, or set ephemeral_ids=True"
+
+
+class StarletteConnection:
+    """A Starlette :class:`~starlette.websockets.WebSocket` as the registry sees it
+    (the :class:`~sessionws.Connection` protocol).
+
+    Closing a socket that is already closed, or whose client vanished, is a no-op.
+    """
+
+    __slots__ = ("websocket",)
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    def __repr__(self) -> str:
+        return f"<StarletteConnection {self.websocket.application_state.name}>"
+
+    async def send(self, data: str | bytes) -> None:
+        if isinstance(data, str):
+            await self.websocket.send_text(data)
+        else:
+            await self.websocket.send_bytes(data)
+
+    async def close(self, code: int, reason: str) -> None:
+        websocket = self.websocket
+        if WebSocketState.DISCONNECTED in (websocket.application_state, websocket.client_state):
+            return
+        # The client may have gone away first (OSError, WebSocketDisconnect), or the endpoint
+        # closed it meanwhile (RuntimeError: WebSocketDisconnected in Starlette 1.x, or the
+        # server refusing a second close): either way there is nothing left to close.
+        with suppress(WebSocketDisconnect, RuntimeError, OSError):
+            await websocket.close(code, reason)
+
+
+@asynccontextmanager
+async def session_ws(
+    websocket: WebSocket,
+    keys: Iterable[str] = (),
+    *,
+    subprotocol: str | None = None,
+    headers: Iterable[tuple[bytes, bytes]] | None = None,
+) -> AsyncIterator[Handle]:
+    """Accept ``websocket`` and register it under its session's id (and ``keys``) while
+    the block runs; unregister it on the way out, whatever happens (cancellation too).
+
+    Before the accept, a websocket whose id (or one of ``keys``) is revoked is refused:
+    the client sees HTTP 403. A websocket whose session has no id is accepted and closed
+    with 1008 and a reason naming the fix (install :class:`SessionWSMiddleware` on the
+    page, or let it mint ephemeral ids). Both refusals raise
+    :class:`starlette.exceptions.WebSocketException`, which Starlette turns into the
+    close, so your endpoint stops there. ``subprotocol`` and ``headers`` go to
+    :meth:`WebSocket.accept`; a websocket you already accepted is used as it is.
+    """
+    if isinstance(keys, str):
+        raise TypeError("keys must be an iterable of str; wrap a single key in a tuple")
+    registry = get_registry(websocket)
+    session_id = await get_session_ws_id(websocket)
+    if session_id is None:
+        logger.warning(
+            "sessionws: refused a websocket on %s (1008): its session has no session-ws id. Add "
+            "Middleware(SessionWSMiddleware) inside SessionMiddleware and make sure its paths cover the "
+            "pages that open this websocket, or pass ephemeral_ids=True to SessionWSMiddleware",
+            websocket.url.path,
+        )
+        if websocket.application_state == WebSocketState.CONNECTING:
+            await websocket.accept(subprotocol, headers)
+        # Starlette's exception middleware sends the close: the reason reaches the client.
+        raise WebSocketException(code=1008, reason=MISSING_ID_REASON)
+    all_keys = tuple(dict.fromkeys((session_id, *keys)))
+    for key in all_keys:
+        if await registry.is_revoked(key):
+            # Closed before the accept, the upgrade fails with 403.
+            raise WebSocketException(code=CLOSE_REVOKED, reason="session revoked")
+    if websocket.application_state == WebSocketState.CONNECTING:
+        await websocket.accept(subprotocol, headers)
+    # Shielded: a cancellation arriving while the registry subscribes would leave the
+    # socket registered with nobody holding its handle. It lands just below instead,
+    # where ``finally`` unregisters.
+    with anyio.CancelScope(shield=True):
+        handle = await registry.register(StarletteConnection(websocket), all_keys)
+    try:
+        yield handle
+    finally:
+        # unregister never suspends, so it completes even when the task is cancelled.
+        await registry.unregister(handle)
