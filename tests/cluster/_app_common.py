@@ -1,0 +1,98 @@
+"""What both node apps share: the node's configuration, its registry, JSON for reports."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import secrets
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from sessionws import CloseReport, SessionRegistry, transport_from_url
+
+__all__ = (
+    "EXIT_WITH_PARENT",
+    "FRAMEWORKS",
+    "USER_KEY",
+    "NodeConfig",
+    "exit_with_parent",
+    "make_registry",
+    "report_json",
+)
+
+FRAMEWORKS = ("aiohttp", "starlette")
+#: Set by the tests to their pid: the node then dies with the test process (Linux).
+EXIT_WITH_PARENT = "SESSIONWS_EXIT_WITH_PARENT"
+_PR_SET_PDEATHSIG = 1
+#: Where the apps keep the logged-in user in the session (its sockets' second key).
+USER_KEY = "user"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """What one node runs with (from flags and the environment)."""
+
+    transport: str
+    name: str
+    host: str = "127.0.0.1"
+    port: int = 8000
+    framework: str = "aiohttp"
+    namespace: str = "cluster"
+    heartbeat: float = 0.2
+    linger: float = 0.2
+    reconnect_delay: float = 0.2
+
+
+def exit_with_parent() -> None:
+    """Ask Linux for SIGTERM when the process that started us dies (``PR_SET_PDEATHSIG``),
+    if ``SESSIONWS_EXIT_WITH_PARENT`` names that process; exit now if it is gone already."""
+    expected = os.environ.get(EXIT_WITH_PARENT)
+    if not expected or sys.platform != "linux":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if str(os.getppid()) != expected:  # it died before we asked
+        raise SystemExit("the test process that started this node is gone")
+
+
+def make_registry(config: NodeConfig) -> SessionRegistry:
+    """The node's registry: test-friendly timings, reconnects within ``reconnect_delay``.
+
+    The node id is the name plus a random suffix: a restarted node is a new member.
+    """
+    scheme = config.transport.partition("://")[0].lower()
+    options: dict[str, Any] = {}
+    if scheme.startswith("redis"):
+        options = {"reconnect_min_delay": 0.02, "reconnect_max_delay": config.reconnect_delay}
+    elif scheme in ("nats", "tls"):
+        # Attach to the first server listed; fail over to the others in order.
+        options = {
+            "reconnect_time_wait": config.reconnect_delay,
+            "dont_randomize": True,
+            "connect_wait": 10.0,
+        }
+    return SessionRegistry(
+        transport_from_url(config.transport, **options),
+        namespace=config.namespace,
+        node_id=f"{config.name}-{secrets.token_hex(3)}",
+        heartbeat_interval=config.heartbeat,
+        linger=config.linger,
+        close_timeout=2.0,
+        confirm_timeout=2.0,
+    )
+
+
+def report_json(report: CloseReport) -> dict[str, Any]:
+    """A ``CloseReport`` as JSON."""
+    return {
+        "closed_here": report.closed_here,
+        "nodes": dict(report.nodes),
+        "missing": sorted(report.missing),
+        "confirmed": report.confirmed,
+        "complete": report.complete,
+        "queued": report.queued,
+        "total": report.total,
+    }

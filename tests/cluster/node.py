@@ -1,0 +1,128 @@
+"""One app node of the cluster suite, the Docker cluster and the cluster benchmark.
+
+    python -m tests.cluster.node --port 8001 --transport redis://127.0.0.1:6379/0 --name node1
+
+Every flag has an environment variable, which is how the Docker cluster configures the
+nodes (flags win over the environment):
+
+=====================  ==========================  ===========================================
+flag                   environment                 meaning
+=====================  ==========================  ===========================================
+``--transport``        ``SESSIONWS_BROKER_URL``    broker URL (``redis://``, ``nats://a,b,c``)
+``--name``             ``SESSIONWS_NODE_NAME``     readable node name (default: the host name)
+``--host``             ``SESSIONWS_HOST``          address to listen on (default 127.0.0.1)
+``--port``             ``SESSIONWS_PORT``          port to listen on (default 8000)
+``--framework``        ``SESSIONWS_FRAMEWORK``     ``aiohttp`` (default)
+``--namespace``        ``SESSIONWS_NAMESPACE``     registry namespace (default ``cluster``)
+``--heartbeat``        ``SESSIONWS_HEARTBEAT``     membership heartbeat, seconds (default 0.2)
+``--linger``           ``SESSIONWS_LINGER``        channel linger after the last socket (0.2)
+``--reconnect-delay``  ``SESSIONWS_RECONNECT``     longest wait between broker reconnects (0.2)
+=====================  ==========================  ===========================================
+
+A NATS URL may list several servers; the node attaches to the first and fails over to
+the others (``dont_randomize``), so a test can attach nodes to different servers.
+
+The app (aiohttp with aiohttp-session's ``SimpleCookieStorage``: readable cookies, fine
+for tests) has the endpoints a real app would have around sessionws, plus a few that
+let the tests and the benchmark look inside. All answers are JSON:
+
+* ``GET /health``: ``healthy``, ``node`` (registry node id), ``live_nodes``; 503 when unhealthy.
+* ``POST /login?user=U``: a new session with a new session-ws id and user ``U``.
+* ``GET /ws``: the websocket, registered under ``[session id, "user:U"]``. Its first
+  message is ``{"handle": ..., "node": ...}`` so the client can name itself to
+  ``/logout-others``; it answers ``ping`` with ``pong``.
+* ``POST /logout`` (``?revoke=1`` revokes instead of closing): closes the session's
+  sockets everywhere after the response is sent, and starts a new session.
+* ``POST /logout-others?handle=H``: closes every socket of the user except ``H``.
+* ``POST /close?key=K`` (``confirm``, ``strict``, ``timeout``, ``code``, ``exclude``):
+  the ``CloseReport`` as JSON (503 when ``strict`` and the broker is unreachable).
+* ``POST /revoke?key=K`` (``ttl``), ``GET /count?key=K``, ``GET /stats``.
+* For the benchmark (aiohttp only): ``GET /raw-ws`` and ``POST /raw-close?id=`` (websockets
+  without sessionws, for the floor; ``id=all`` closes all of them at once), and
+  ``POST /bench/register?n=&concurrency=`` (register throughput).
+"""
+
+from __future__ import annotations
+
+import argparse
+import faulthandler
+import logging
+import os
+import signal
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from tests.cluster._app_common import FRAMEWORKS, NodeConfig, exit_with_parent, make_registry
+
+__all__ = ("build_app", "main", "parse_config")
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value else default
+
+
+def parse_config(argv: Sequence[str] | None = None) -> NodeConfig:
+    """Flags, with defaults from the environment (the Docker cluster's interface)."""
+    parser = argparse.ArgumentParser(prog="python -m tests.cluster.node", description=__doc__.split("\n")[0])
+    parser.add_argument("--transport", default=_env("SESSIONWS_BROKER_URL"), help="broker URL")
+    parser.add_argument("--name", default=_env("SESSIONWS_NODE_NAME", socket.gethostname()))
+    parser.add_argument("--host", default=_env("SESSIONWS_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(_env("SESSIONWS_PORT", "8000") or 8000))
+    parser.add_argument("--framework", choices=FRAMEWORKS, default=_env("SESSIONWS_FRAMEWORK", "aiohttp"))
+    parser.add_argument("--namespace", default=_env("SESSIONWS_NAMESPACE", "cluster"))
+    parser.add_argument("--heartbeat", type=float, default=float(_env("SESSIONWS_HEARTBEAT", "0.2") or 0.2))
+    parser.add_argument("--linger", type=float, default=float(_env("SESSIONWS_LINGER", "0.2") or 0.2))
+    parser.add_argument(
+        "--reconnect-delay", type=float, default=float(_env("SESSIONWS_RECONNECT", "0.2") or 0.2)
+    )
+    arguments = parser.parse_args(argv)
+    if not arguments.transport:
+        parser.error("give the broker URL with --transport or SESSIONWS_BROKER_URL")
+    return NodeConfig(
+        transport=arguments.transport,
+        name=arguments.name,
+        host=arguments.host,
+        port=arguments.port,
+        framework=arguments.framework,
+        namespace=arguments.namespace,
+        heartbeat=arguments.heartbeat,
+        linger=arguments.linger,
+        reconnect_delay=arguments.reconnect_delay,
+    )
+
+
+def build_app(config: NodeConfig) -> Any:
+    """The node's app for ``config.framework`` (the registry runs with the app)."""
+    if config.framework == "starlette":
+        from tests.cluster._starlette_app import build_starlette_app
+
+        return build_starlette_app(config, make_registry(config))
+    from tests.cluster._aiohttp_app import build_aiohttp_app
+
+    return build_aiohttp_app(config, make_registry(config))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    config = parse_config(argv)
+    # `kill -USR1 <pid>` prints every thread's stack to the log: the tests do it to a
+    # node that does not stop when asked, before they SIGKILL it.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    exit_with_parent()
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s"
+    )
+    app = build_app(config)
+    if config.framework == "starlette":
+        import uvicorn
+
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", lifespan="on")
+    else:
+        from aiohttp import web
+
+        web.run_app(app, host=config.host, port=config.port, print=None, shutdown_timeout=5.0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Close codes, id providers, the URL table and the CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import sessionws
+from sessionws import (
+    MemoryTransport,
+    SessionKeyIdProvider,
+    SessionRegistry,
+    Transport,
+    known_schemes,
+    transport_from_url,
+    validate_close,
+)
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1008, 1011, 1012, 1013, 1014, 3000, 4401, 4999])
+def test_sendable_close_codes_are_accepted(code: int) -> None:
+    validate_close(code, "reason")
+
+
+@pytest.mark.parametrize("code", [999, 1002, 1004, 1005, 1006, 1015, 2999, 5000, -1])
+def test_reserved_close_codes_are_refused(code: int) -> None:
+    with pytest.raises(ValueError, match="cannot be sent"):
+        validate_close(code, "")
+
+
+def test_close_reason_is_limited_to_123_bytes_of_utf8() -> None:
+    validate_close(1000, "é" * 61)
+    with pytest.raises(ValueError, match="124 bytes"):
+        validate_close(1000, "é" * 62)
+    with pytest.raises(TypeError):
+        validate_close("1000", "")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        validate_close(True, "")
+    with pytest.raises(TypeError):
+        validate_close(1000, None)  # type: ignore[arg-type]
+
+
+async def test_verbs_validate_close_codes_before_doing_anything() -> None:
+    async with SessionRegistry("memory://") as registry:
+        with pytest.raises(ValueError, match="cannot be sent"):
+            await registry.close_all("k", code=1006)
+        with pytest.raises(ValueError, match="bytes of UTF-8"):
+            await registry.revoke("k", reason="x" * 200)
+        with pytest.raises(ValueError, match="ttl"):
+            await registry.revoke("k", ttl=0)
+        with pytest.raises(TypeError, match="keys must be str"):
+            await registry.close_all(42)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="non-empty"):
+            await registry.count("")
+
+
+class Request:
+    def __init__(self) -> None:
+        self.session: dict[str, Any] = {}
+
+
+async def get_session(request: Request) -> MutableMapping[str, Any]:
+    return request.session
+
+
+async def test_session_key_provider_creates_keeps_and_deletes_ids() -> None:
+    provider = SessionKeyIdProvider(get_session)
+    request = Request()
+    assert await provider.get_id(request) is None
+    first = await provider.ensure_id(request)
+    assert len(first) >= 20 and request.session == {"sessionws_id": first}
+    assert await provider.ensure_id(request) == first
+    second = await provider.new_id(request)
+    assert second != first and await provider.get_id(request) == second
+    await provider.delete_id(request)
+    await provider.delete_id(request)
+    assert await provider.get_id(request) is None
+
+
+async def test_sync_and_async_id_factories_are_both_supported() -> None:
+    def sync_factory(request: Request) -> str:
+        return "sync-id"
+
+    async def async_factory(request: Request) -> str:
+        return "async-id"
+
+    class CallableFactory:
+        async def __call__(self, request: Request) -> str:
+            return "callable-id"
+
+    for factory, expected in (
+        (sync_factory, "sync-id"),
+        (async_factory, "async-id"),
+        (CallableFactory(), "callable-id"),
+    ):
+        provider = SessionKeyIdProvider(get_session, id_factory=factory, session_key="k")
+        request = Request()
+        assert await provider.new_id(request) == expected
+        assert request.session == {"k": expected}
+
+
+@pytest.mark.parametrize(
+    ("value", "error", "message"),
+    [(None, TypeError, "returned NoneType"), ("", ValueError, "empty id"), (42, TypeError, "returned int")],
+)
+async def test_id_factories_returning_junk_raise_clear_errors(
+    value: object, error: type[Exception], message: str
+) -> None:
+    def junk(request: Request) -> Any:
+        return value
+
+    provider = SessionKeyIdProvider(get_session, id_factory=junk)
+    request = Request()
+    with pytest.raises(error, match=message):
+        await provider.new_id(request)
+    assert request.session == {}
+
+
+def test_id_provider_arguments_are_checked() -> None:
+    with pytest.raises(TypeError, match="callable"):
+        SessionKeyIdProvider(get_session, id_factory="nope")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="session_key"):
+        SessionKeyIdProvider(get_session, session_key="")
+
+
+def test_memory_urls_make_private_or_shared_hubs() -> None:
+    first, second = transport_from_url("memory://shared-hub"), transport_from_url("memory://shared-hub")
+    assert isinstance(first, MemoryTransport) and isinstance(second, MemoryTransport)
+    assert first.hub is second.hub
+    assert transport_from_url("memory://").hub is not transport_from_url("memory://").hub  # type: ignore[attr-defined]
+    assert isinstance(first, Transport)
+
+
+def test_unknown_schemes_list_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"known schemes: .*memory://.*nats://.*redis://"):
+        transport_from_url("kafka://localhost")
+    with pytest.raises(TypeError):
+        transport_from_url(None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "module", "extra"),
+    [
+        ("redis://localhost", "sessionws_redis", "redis"),
+        ("rediss://localhost", "sessionws_redis", "redis"),
+        ("redis+cluster://localhost", "sessionws_redis", "redis"),
+        ("nats://localhost", "sessionws_nats", "nats"),
+    ],
+)
+def test_missing_broker_packages_name_the_extra(
+    monkeypatch: pytest.MonkeyPatch, url: str, module: str, extra: str
+) -> None:
+    monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(ImportError, match=rf"pip install 'sessionws\[{extra}\]'"):
+        transport_from_url(url)
+
+
+def test_third_party_transports_plug_in_through_entry_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = tmp_path / "carrier_pigeon.py"
+    package.write_text(
+        "from sessionws import MemoryTransport\n"
+        "def make(url, **options):\n"
+        "    transport = MemoryTransport()\n"
+        "    transport.url = url\n"
+        "    return transport\n"
+    )
+    dist = tmp_path / "carrier_pigeon-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: carrier-pigeon\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[sessionws.transports]\npigeon = carrier_pigeon:make\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    transport = transport_from_url("pigeon://coop/7")
+    assert getattr(transport, "url", None) == "pigeon://coop/7"
+    assert "pigeon" in known_schemes()
+
+
+def test_public_names_are_exported_as_a_tuple() -> None:
+    assert isinstance(sessionws.__all__, tuple)
+    for name in sessionws.__all__:
+        assert hasattr(sessionws, name)
+
+
+def test_the_cli_prints_its_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sessionws", "--version"], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == f"sessionws {sessionws.__version__}"
+    script = Path(sys.executable).parent / "sessionws"
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"sessionws {sessionws.__version__}"
+
+
+async def test_using_the_registry_before_entering_it_says_how_to_fix_it() -> None:
+    registry = SessionRegistry("memory://")
+    with pytest.raises(sessionws.NotConfiguredError, match="async with registry"):
+        await registry.close_all("k")
+    assert not registry.healthy
+
+
+def test_session_registry_implements_the_registry_protocol() -> None:
+    registry: sessionws.Registry = SessionRegistry("memory://")
+    assert isinstance(registry.healthy, bool)

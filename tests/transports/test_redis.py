@@ -1,0 +1,231 @@
+"""What the Redis transport promises beyond the shared contract."""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+import pytest
+from redis.asyncio import Redis
+
+from sessionws._errors import TransportError
+from sessionws._protocols import Marker, Transport
+from sessionws_redis import RedisClusterTransport, RedisTransport, transport_from_url
+from tests._redis_servers import RedisServer, free_port
+from tests.transports._backends import FAST_RECONNECT, Node, Recorder, channel_name
+
+pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
+
+
+def test_transport_from_url_picks_the_class_by_scheme(redis_server: RedisServer) -> None:
+    assert isinstance(transport_from_url(redis_server.url), RedisTransport)
+    assert isinstance(transport_from_url(f"rediss://127.0.0.1:{redis_server.port}"), RedisTransport)
+    cluster = transport_from_url(f"redis+cluster://127.0.0.1:{redis_server.port}", prefix="app")
+    assert isinstance(cluster, RedisClusterTransport)
+    assert isinstance(transport_from_url(redis_server.url), Transport)
+    with pytest.raises(ValueError, match=r"redis\+cluster://"):
+        transport_from_url("nats://127.0.0.1:4222")
+    with pytest.raises(ValueError, match="redis://"):
+        RedisTransport.from_url("redis+cluster://127.0.0.1:1")
+    with pytest.raises(ValueError, match=r"redis\+cluster://"):
+        RedisClusterTransport.from_url("redis://127.0.0.1:1")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"prefix": ""},
+        {"prefix": "{tag}"},
+        {"prefix": "has space"},
+        {"max_payload": 0},
+        {"max_payload": 1 << 40},
+        {"reconnect_min_delay": 0},
+        {"reconnect_min_delay": 2.0, "reconnect_max_delay": 1.0},
+        {"command_timeout": -1},
+        {"health_check_interval": float("inf")},
+    ],
+)
+def test_bad_options_are_refused(redis_server: RedisServer, options: dict[str, object]) -> None:
+    with pytest.raises(ValueError, match=r"prefix|max_payload|delay|timeout|interval"):
+        RedisTransport.from_url(redis_server.url, **options)
+
+
+async def test_a_client_must_return_bytes(redis_server: RedisServer) -> None:
+    client = Redis.from_url(redis_server.url, decode_responses=True)
+    try:
+        with pytest.raises(ValueError, match="decode_responses=False"):
+            RedisTransport(client)
+    finally:
+        await client.aclose()
+    with pytest.raises(TypeError, match=r"redis\.asyncio\.Redis"):
+        RedisTransport(object())  # type: ignore[arg-type]
+
+
+async def test_open_raises_transport_error_when_redis_is_unreachable() -> None:
+    transport = RedisTransport.from_url(
+        f"redis://127.0.0.1:{free_port()}", **{**FAST_RECONNECT, "connect_timeout": 0.3}
+    )
+    with pytest.raises(TransportError, match="cannot connect"):
+        async with transport.open(Recorder()):
+            raise AssertionError("open() must not succeed without a broker")
+
+
+async def test_a_ready_client_is_used_and_left_open(redis_server: RedisServer) -> None:
+    client = Redis.from_url(redis_server.url)
+    try:
+        transport = RedisTransport(client, prefix="ready")
+        channel = channel_name()
+        node = Node(transport)
+        async with transport.open(node.recorder):
+            await transport.subscribe([channel])
+            assert await client.publish(channel, b"from the app's client") == 1
+            await node.recorder.wait_for_messages(channel, 1)
+        assert await client.ping()
+    finally:
+        await client.aclose()
+
+
+async def test_keys_carry_the_prefix_as_hash_tag(redis_server: RedisServer) -> None:
+    first = RedisTransport.from_url(redis_server.url, prefix="prefix-one")
+    second = RedisTransport.from_url(redis_server.url, prefix="prefix-two")
+    client = Redis.from_url(redis_server.url)
+    try:
+        async with first.open(Recorder()), second.open(Recorder()):
+            one = await first.mark("shared.key", b"one", 30)
+            two = await second.mark("shared.key", b"two", 30)
+            assert await first.read_markers(["shared.key"]) == [Marker(one, b"one")]
+            assert await second.read_markers(["shared.key"]) == [Marker(two, b"two")]
+            assert await client.get("{prefix-one}:marker:shared.key") == f"{one}:one".encode()
+            assert int(await client.get("{prefix-two}:sequence") or 0) == two
+            assert 0 < await client.pttl("{prefix-one}:marker:shared.key") <= 30_000
+    finally:
+        await client.aclose()
+
+
+async def test_subscriptions_are_on_the_server_when_subscribe_returns_and_gone_after(
+    redis_server: RedisServer,
+) -> None:
+    channels = [channel_name("confirm") for _ in range(20)]
+    client = Redis.from_url(redis_server.url)
+    try:
+        transport = RedisTransport.from_url(redis_server.url)
+        async with transport.open(Recorder()):
+            await transport.subscribe(channels)
+            assert dict(await client.pubsub_numsub(*channels)) == {c.encode(): 1 for c in channels}
+            await transport.unsubscribe(channels)
+            assert dict(await client.pubsub_numsub(*channels)) == {c.encode(): 0 for c in channels}
+            await transport.subscribe(channels[:1])
+        assert await client.pubsub_channels("test.confirm.*") == []
+    finally:
+        await client.aclose()
+
+
+class FailingHandler(Recorder):
+    """A handler whose first message and connection events raise."""
+
+    def message_received(self, channel: str, payload: bytes) -> None:
+        super().message_received(channel, payload)
+        if len(self.messages) == 1:
+            raise RuntimeError("handler bug")
+
+    def connection_lost(self) -> None:
+        super().connection_lost()
+        raise RuntimeError("handler bug")
+
+
+async def test_a_failing_handler_does_not_silence_the_listener(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel = channel_name()
+    handler = FailingHandler()
+    transport = RedisTransport.from_url(redis_server.url, **FAST_RECONNECT)
+    publisher = RedisTransport.from_url(redis_server.url)
+    client = Redis.from_url(redis_server.url)
+    try:
+        with caplog.at_level(logging.ERROR, logger="sessionws_redis"):
+            async with transport.open(handler), publisher.open(Recorder()):
+                await transport.subscribe([channel])
+                for payload in (b"first", b"second"):
+                    await publisher.publish(channel, payload)
+                assert await handler.wait_for_messages(channel, 2) == [b"first", b"second"]
+                await client.client_kill_filter(_type="pubsub")
+                await handler.wait_for_event("restored")
+                await publisher.publish(channel, b"third")
+                assert await handler.wait_for_messages(channel, 3) == [b"first", b"second", b"third"]
+    finally:
+        await client.aclose()
+    assert "the transport handler failed on a message" in caplog.text
+    assert "the transport handler failed on a connection event" in caplog.text
+
+
+async def test_a_connection_killed_by_the_server_is_restored_with_the_same_identity(
+    redis_server: RedisServer,
+) -> None:
+    channel = channel_name()
+    client = Redis.from_url(redis_server.url)
+    try:
+        subscriber = Node(RedisTransport.from_url(redis_server.url, **FAST_RECONNECT))
+        async with subscriber.transport.open(subscriber.recorder):
+            await subscriber.transport.subscribe([channel])
+            identity = subscriber.transport.identity
+            assert await client.client_kill_filter(_type="pubsub") >= 1
+            await subscriber.recorder.wait_for_event("restored")
+            assert subscriber.recorder.events == ["lost", "restored"]
+            assert subscriber.transport.identity == identity
+            assert await client.publish(channel, b"still here") == 1
+            await subscriber.recorder.wait_for_messages(channel, 1)
+    finally:
+        await client.aclose()
+
+
+async def test_a_hung_broker_is_noticed_by_the_health_check(redis_server: RedisServer) -> None:
+    channel = channel_name()
+    options = {**FAST_RECONNECT, "health_check_interval": 0.1, "command_timeout": 0.3}
+    subscriber = Node(RedisTransport.from_url(redis_server.url, **options))
+    try:
+        async with subscriber.transport.open(subscriber.recorder):
+            await subscriber.transport.subscribe([channel])
+            redis_server.pause()
+            await subscriber.recorder.wait_for_event("lost", timeout=5)
+            assert not subscriber.transport.connected
+            with pytest.raises(TransportError):
+                await subscriber.transport.subscribe([channel_name()])
+            redis_server.resume()
+            await subscriber.recorder.wait_for_event("restored", timeout=5)
+            assert subscriber.transport.connected
+    finally:
+        redis_server.resume()
+
+
+async def test_resubscribe_after_restart_covers_channels_added_meanwhile(redis_server: RedisServer) -> None:
+    early, late = channel_name(), channel_name()
+    subscriber = Node(RedisTransport.from_url(redis_server.url, **FAST_RECONNECT))
+    async with subscriber.transport.open(subscriber.recorder):
+        await subscriber.transport.subscribe([early])
+        await anyio.to_thread.run_sync(redis_server.kill)
+        await subscriber.recorder.wait_for_event("lost")
+        with pytest.raises(TransportError):
+            await subscriber.transport.subscribe([late])
+        await anyio.to_thread.run_sync(redis_server.start)
+        await subscriber.recorder.wait_for_event("restored")
+        client = Redis.from_url(redis_server.url)
+        try:
+            assert dict(await client.pubsub_numsub(early, late)) == {early.encode(): 1, late.encode(): 1}
+        finally:
+            await client.aclose()
+
+
+async def test_cluster_open_raises_transport_error_when_unreachable() -> None:
+    url = f"redis+cluster://127.0.0.1:{free_port()}"
+    transport = RedisClusterTransport.from_url(url, **{**FAST_RECONNECT, "connect_timeout": 0.3})
+    with pytest.raises(TransportError, match=r"cluster discovery|did not answer"):
+        async with transport.open(Recorder()):
+            raise AssertionError("open() must not succeed without a broker")
+
+
+async def test_errors_raised_inside_open_come_out_unwrapped(redis_server: RedisServer) -> None:
+    transport = RedisTransport.from_url(redis_server.url)
+    with pytest.raises(KeyError, match="the app's own error"):
+        async with transport.open(Recorder()):
+            raise KeyError("the app's own error")
+    assert not transport.connected
