@@ -1,0 +1,449 @@
+"""Cluster close-all latency and register throughput, beside floors measured in the same run.
+
+    .venv/bin/python -m bench.cluster [--brokers redis,nats] [--iterations 200]
+        [--sockets 1,50] [--json bench/results/cluster.json] [--doc docs/benchmarks.md]
+    .venv/bin/python -m bench.cluster --from-json bench/results/cluster.json --doc docs/benchmarks.md
+
+For each broker it starts the broker and three node processes (``tests/cluster/node.py``,
+aiohttp) on loopback and measures, with real websocket clients in this process:
+
+* **close-all latency**: one session with ``S`` sockets on *each* node; node 1 calls
+  ``close_all(session)``; the time from that call (the node's monotonic clock, which on
+  one machine is this process's too) to the moment the *last* client saw its CLOSE frame.
+* **the floor**, in the same run: raw publish→receipt on three subscribers of the
+  broker's own client (redis-py, nats-py; the time until the last of the three has it),
+  plus one websocket close (aiohttp server ``close()`` → the client sees CLOSE). Nothing
+  that closes sockets on other nodes can be faster than one broker hop plus one close.
+* **register throughput per node**: ``register`` of connections under *new* keys (each
+  one subscribes a channel and reads its markers), ``concurrency`` at a time, on the three
+  nodes at once; beside the raw floor of subscribing the same channels in batches of the
+  same size and waiting for the broker's confirmation.
+
+It prints a table, writes JSON, and with ``--doc`` rewrites the generated block of the
+docs page. Run it by hand on an idle machine; it is never a timed test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import nats
+import redis.asyncio
+
+from tests._nats_servers import NatsServer, nats_server_binary
+from tests._redis_servers import running_redis
+from tests.cluster._nodes import NodeProcess, start_nodes, stop_nodes
+
+ROOT = Path(__file__).resolve().parents[1]
+FLOOR_CHANNEL = "bench.floor"
+DOC_START = "<!-- bench.cluster: generated, do not edit by hand -->"
+DOC_END = "<!-- /bench.cluster -->"
+
+
+# ---------------------------------------------------------------------- statistics
+def summary(samples: list[float]) -> dict[str, float]:
+    """p50, p99, mean, min and max in milliseconds."""
+    ordered = sorted(samples)
+    p99 = statistics.quantiles(ordered, n=100, method="inclusive")[98] if len(ordered) > 1 else ordered[0]
+    return {
+        "p50_ms": statistics.median(ordered) * 1e3,
+        "p99_ms": p99 * 1e3,
+        "mean_ms": statistics.fmean(ordered) * 1e3,
+        "min_ms": ordered[0] * 1e3,
+        "max_ms": ordered[-1] * 1e3,
+        "n": len(ordered),
+    }
+
+
+# ---------------------------------------------------------------------- brokers
+@contextlib.contextmanager
+def broker(kind: str) -> Iterator[str]:
+    """A fresh broker of ``kind`` on loopback; its URL."""
+    if kind == "redis":
+        with running_redis() as redis_server:
+            yield redis_server.url
+    elif kind == "nats":
+        nats_server = NatsServer(nats_server_binary())
+        try:
+            nats_server.start_blocking()
+            yield nats_server.url
+        finally:
+            nats_server.close()
+    else:
+        raise ValueError(f"unknown broker {kind!r}: use redis or nats")
+
+
+@contextlib.contextmanager
+def floor_subscribers(kind: str, url: str, channel: str) -> Iterator[list[subprocess.Popen[str]]]:
+    """Three raw subscribers of ``channel``, each in its own process (as the nodes are)."""
+    command = [sys.executable, "-m", "bench._subscriber", kind, url, channel]
+    subscribers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(3)]
+    try:
+        for process in subscribers:
+            if _read_line(process) != "ready":
+                raise RuntimeError("a floor subscriber did not start")
+        yield subscribers
+    finally:
+        for process in subscribers:
+            process.kill()
+            process.wait()
+            if process.stdout is not None:
+                process.stdout.close()
+
+
+async def broker_floor(
+    kind: str, url: str, channel: str, subscribers: list[subprocess.Popen[str]], iterations: int
+) -> list[float]:
+    """Publish → the last of the three raw subscribers has it."""
+    if kind == "redis":
+        client = redis.asyncio.Redis.from_url(url)
+        try:
+            return await _publish_rounds(lambda: client.publish(channel, b"x"), subscribers, iterations)
+        finally:
+            await client.aclose()
+    connection = await nats.connect(url)
+    try:
+        return await _publish_rounds(lambda: connection.publish(channel, b"x"), subscribers, iterations)
+    finally:
+        await connection.drain()
+
+
+async def _publish_rounds(
+    publish: Callable[[], Awaitable[object]], subscribers: list[subprocess.Popen[str]], iterations: int
+) -> list[float]:
+    samples = []
+    for _ in range(iterations + 10):
+        started = time.monotonic()
+        await publish()
+        arrivals = [float(await asyncio.to_thread(_read_line, process)) for process in subscribers]
+        samples.append(max(arrivals) - started)
+        await asyncio.sleep(0.002)
+    return samples[10:]  # warm-up
+
+
+def _read_line(process: subprocess.Popen[str]) -> str:
+    if process.stdout is None:
+        raise RuntimeError("the subscriber's output is not piped")
+    return process.stdout.readline().strip()
+
+
+async def subscribe_floor(kind: str, url: str, total: int, batch: int) -> float:
+    """Channels per second: subscribe ``batch`` new channels at a time, await the confirmation."""
+    started = time.perf_counter()
+    if kind == "redis":
+        client = redis.asyncio.Redis.from_url(url)
+        pubsub = client.pubsub()
+        for first in range(0, total, batch):
+            channels = [f"bench.sub.{first + index}" for index in range(min(batch, total - first))]
+            await pubsub.subscribe(*channels)
+            for _ in channels:  # one confirmation per channel, in order
+                while await pubsub.get_message(timeout=5) is None:
+                    pass
+        seconds = time.perf_counter() - started
+        await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await client.aclose()
+    else:
+        connection = await nats.connect(url)
+        for first in range(0, total, batch):
+            for index in range(min(batch, total - first)):
+                await connection.subscribe(f"bench.sub.{first + index}")
+            await connection.flush()
+        seconds = time.perf_counter() - started
+        await connection.drain()
+    return total / seconds
+
+
+# ---------------------------------------------------------------------- websockets
+class Closes:
+    """When each client saw its CLOSE frame."""
+
+    def __init__(self) -> None:
+        self.times: dict[int, list[float]] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def watch(self, ws: aiohttp.ClientWebSocketResponse, node: int = 0) -> None:
+        async def read() -> None:
+            async for _ in ws:
+                pass
+            self.times.setdefault(node, []).append(time.monotonic())  # CLOSE arrived: the loop ended
+
+        self.tasks.append(asyncio.create_task(read()))
+
+    async def wait(self, timeout: float = 10.0) -> float:
+        """The time the last client saw its CLOSE."""
+        await asyncio.wait_for(asyncio.gather(*self.tasks), timeout)
+        return max(max(times) for times in self.times.values())
+
+    def last(self, node: int) -> float:
+        return max(self.times[node])
+
+
+async def websocket_close_floor(http: aiohttp.ClientSession, node: str, iterations: int) -> list[float]:
+    """aiohttp server ``ws.close()`` → the client sees CLOSE (one socket, no sessionws)."""
+    samples = []
+    for _ in range(iterations + 10):
+        ws = await http.ws_connect(f"{node}/raw-ws")
+        token = (await ws.receive_json())["id"]
+        closes = Closes()
+        closes.watch(ws)
+        async with http.post(f"{node}/raw-close", params={"id": token}) as response:
+            called_at = (await response.json())["called_at"]
+        samples.append(await closes.wait() - called_at)
+    return samples[10:]
+
+
+async def raw_closes_floor(
+    http: aiohttp.ClientSession, nodes: list[str], per_node: int, iterations: int
+) -> list[float]:
+    """``per_node`` raw sockets on each node, all closed at once (no broker, no sessionws):
+    from the first node's call to the last client's CLOSE. The machine's cost of closing
+    that many websockets at once, which no cluster close of as many sockets can beat."""
+    samples = []
+    for _ in range(iterations + 5):
+        sockets = await asyncio.gather(
+            *(http.ws_connect(f"{node}/raw-ws") for node in nodes for _ in range(per_node))
+        )
+        await asyncio.gather(*(ws.receive_json() for ws in sockets))
+        closes = Closes()
+        for ws in sockets:
+            closes.watch(ws)
+
+        async def close_node(node: str) -> float:
+            async with http.post(f"{node}/raw-close", params={"id": "all"}) as response:
+                return float((await response.json())["called_at"])
+
+        called = await asyncio.gather(*(close_node(node) for node in nodes))
+        samples.append(await closes.wait() - min(called))
+    return samples[5:]
+
+
+async def close_all_latency(
+    http: aiohttp.ClientSession, nodes: list[str], per_node: int, iterations: int
+) -> dict[str, list[float]]:
+    """``close_all(session)`` on node 1 → the last of ``3 x per_node`` clients sees CLOSE;
+    also the last of node 1's own sockets (no broker involved) and of the other nodes'."""
+    samples: dict[str, list[float]] = {"all": [], "node1_local": [], "nodes23_remote": []}
+    for iteration in range(iterations + 5):
+        async with http.post(f"{nodes[0]}/login", params={"user": f"bench-{iteration}"}) as response:
+            session = (await response.json())["session"]
+            cookie = "; ".join(f"{name}={morsel.coded_value}" for name, morsel in response.cookies.items())
+        headers = {"Cookie": cookie}
+        sockets = await asyncio.gather(
+            *(http.ws_connect(f"{node}/ws", headers=headers) for node in nodes for _ in range(per_node))
+        )
+        await asyncio.gather(*(ws.receive_json() for ws in sockets))  # registered: the hello
+        closes = Closes()
+        for index, ws in enumerate(sockets):
+            closes.watch(ws, index // per_node)
+        async with http.post(f"{nodes[0]}/close", params={"key": session}) as response:
+            called_at = (await response.json())["called_at"]
+        last = await closes.wait()
+        if iteration >= 5:  # warm-up
+            samples["all"].append(last - called_at)
+            samples["node1_local"].append(closes.last(0) - called_at)
+            samples["nodes23_remote"].append(max(closes.last(1), closes.last(2)) - called_at)
+    return samples
+
+
+async def register_rates(
+    http: aiohttp.ClientSession, nodes: list[str], total: int, batch: int
+) -> list[float]:
+    """Registrations per second on each node, all three registering at once."""
+
+    async def one(node: str) -> float:
+        params = {"n": str(total), "concurrency": str(batch)}
+        async with http.post(f"{node}/bench/register", params=params) as response:
+            return float((await response.json())["per_second"])
+
+    return list(await asyncio.gather(*(one(node) for node in nodes)))
+
+
+# ---------------------------------------------------------------------- one broker
+async def measure_broker(
+    kind: str,
+    url: str,
+    nodes: list[str],
+    subscribers: list[subprocess.Popen[str]],
+    options: argparse.Namespace,
+) -> dict[str, Any]:
+    iterations: int = options.iterations
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
+        broker_samples = await broker_floor(kind, url, FLOOR_CHANNEL, subscribers, iterations)
+        ws_floor = await websocket_close_floor(http, nodes[0], iterations)
+        floor = {
+            "broker_publish_to_3_subscribers": summary(broker_samples),
+            "websocket_close": summary(ws_floor),
+        }
+        floor["sum"] = {
+            key: floor["broker_publish_to_3_subscribers"][key] + floor["websocket_close"][key]
+            for key in ("p50_ms", "p99_ms")
+        }
+        close_all = {}
+        for per_node in options.sockets:
+            measured = await close_all_latency(http, nodes, per_node, iterations)
+            latency: dict[str, Any] = summary(measured["all"])
+            latency["node1_local"] = summary(measured["node1_local"])
+            latency["nodes23_remote"] = summary(measured["nodes23_remote"])
+            latency["ratio_p50"] = latency["p50_ms"] / floor["sum"]["p50_ms"]
+            latency["ratio_p99"] = latency["p99_ms"] / floor["sum"]["p99_ms"]
+            if per_node > 1:
+                many = summary(await raw_closes_floor(http, nodes, per_node, iterations))
+                broker_p50 = floor["broker_publish_to_3_subscribers"]["p50_ms"]
+                latency["raw_closes"] = many
+                latency["floor_with_raw_closes_p50_ms"] = broker_p50 + many["p50_ms"]
+                latency["ratio_p50_to_floor_with_raw_closes"] = (
+                    latency["p50_ms"] / latency["floor_with_raw_closes_p50_ms"]
+                )
+            close_all[str(per_node)] = latency
+        await register_rates(http, nodes, options.register // 4, options.batch)  # warm-up
+        rates = await register_rates(http, nodes, options.register, options.batch)
+        alone = (await register_rates(http, nodes[:1], options.register, options.batch))[0]
+    subscribe = await subscribe_floor(kind, url, options.register, options.batch)
+    register = {
+        "per_node_all_three_at_once": rates,
+        "one_node_alone": alone,
+        "floor_raw_subscribe_per_second": subscribe,
+        "ratio_one_node_to_floor": alone / subscribe,
+        "n": options.register,
+        "concurrency": options.batch,
+    }
+    return {"floor": floor, "close_all": close_all, "register": register}
+
+
+def run_broker(kind: str, options: argparse.Namespace) -> dict[str, Any]:
+    with broker(kind) as url, tempfile.TemporaryDirectory(prefix="sessionws-bench-") as directory:
+        processes = [NodeProcess(f"node{index + 1}", url, Path(directory)) for index in range(3)]
+        try:
+            start_nodes(processes)
+            time.sleep(1.0)  # membership settles (heartbeats)
+            with floor_subscribers(kind, url, FLOOR_CHANNEL) as subscribers:
+                urls = [node.url for node in processes]
+                return asyncio.run(measure_broker(kind, url, urls, subscribers, options))
+        finally:
+            stop_nodes(processes)
+
+
+# ---------------------------------------------------------------------- output
+def table(results: dict[str, Any]) -> str:
+    rows = [
+        "| broker | measurement | p50 ms | p99 ms | x floor (p50 / p99) |",
+        "|---|---|---:|---:|---|",
+    ]
+    for kind, result in results["brokers"].items():
+        floor = result["floor"]
+        broker_floor, ws_floor = floor["broker_publish_to_3_subscribers"], floor["websocket_close"]
+        rows.append(f"| {kind} | floor: publish → 3 subscribers | {broker_floor['p50_ms']:.3f} | "
+                    f"{broker_floor['p99_ms']:.3f} | |")  # fmt: skip
+        rows.append(
+            f"| {kind} | floor: one websocket close | {ws_floor['p50_ms']:.3f} | {ws_floor['p99_ms']:.3f} | |"
+        )
+        rows.append(
+            f"| {kind} | **floor (sum)** | {floor['sum']['p50_ms']:.3f} | {floor['sum']['p99_ms']:.3f} | |"
+        )
+        for per_node, latency in result["close_all"].items():
+            rows.append(
+                f"| {kind} | close_all, {per_node} socket(s) on each of 3 nodes | {latency['p50_ms']:.3f} | "
+                f"{latency['p99_ms']:.3f} | {latency['ratio_p50']:.2f}x / {latency['ratio_p99']:.2f}x |"
+            )
+            local, remote = latency["node1_local"], latency["nodes23_remote"]
+            rows.append(
+                f"| {kind} | … of which node 1's own sockets / nodes 2-3's (via the broker) | "
+                f"{local['p50_ms']:.3f} / {remote['p50_ms']:.3f} | "
+                f"{local['p99_ms']:.3f} / {remote['p99_ms']:.3f} | |"
+            )
+            if "raw_closes" in latency:
+                many = latency["raw_closes"]
+                rows.append(
+                    f"| {kind} | floor: {3 * int(per_node)} raw websockets closed at once (no broker) | "
+                    f"{many['p50_ms']:.3f} | {many['p99_ms']:.3f} | close_all is "
+                    f"{latency['ratio_p50_to_floor_with_raw_closes']:.2f}x publish + these (p50) |"
+                )
+    rows += ["", "| broker | register, new keys | sockets/s | x raw subscribe floor |", "|---|---|---:|---|"]
+    for kind, result in results["brokers"].items():
+        register = result["register"]
+        per_node = ", ".join(f"{rate:,.0f}" for rate in register["per_node_all_three_at_once"])
+        rows.append(f"| {kind} | per node, 3 nodes at once | {per_node} | |")
+        rows.append(
+            f"| {kind} | one node alone | {register['one_node_alone']:,.0f} | "
+            f"{register['ratio_one_node_to_floor']:.2f}x |"
+        )
+        subscribe = register["floor_raw_subscribe_per_second"]
+        rows.append(f"| {kind} | floor: raw subscribe + confirm | {subscribe:,.0f} | |")
+    return "\n".join(rows)
+
+
+def write_doc(path: Path, results: dict[str, Any]) -> None:
+    """Replace the generated block of ``path`` (appended when the page has none)."""
+    meta = results["run"]
+    block = (
+        f"{DOC_START}\n"
+        f"Run {meta['date']} on {meta['machine']} ({meta['cpus']} CPUs), Python {meta['python']}, "
+        f"{meta['iterations']} iterations per figure.\n\n{table(results)}\n{DOC_END}"
+    )
+    text = path.read_text() if path.exists() else ""
+    if DOC_START in text and DOC_END in text:
+        before, _, rest = text.partition(DOC_START)
+        _, _, after = rest.partition(DOC_END)
+        text = before + block + after
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--brokers", default="redis,nats")
+    parser.add_argument("--iterations", type=int, default=200)
+    parser.add_argument("--sockets", default="1,50", help="sockets of the session on each node")
+    parser.add_argument("--register", type=int, default=5000, help="registrations per node")
+    parser.add_argument("--batch", type=int, default=100, help="registrations in flight per node")
+    parser.add_argument("--json", type=Path, default=Path("bench/results/cluster.json"))
+    parser.add_argument("--doc", type=Path, default=None, help="rewrite the figures in this page")
+    parser.add_argument("--from-json", type=Path, default=None, help="no run: render this result file")
+    options = parser.parse_args()
+    options.sockets = [int(value) for value in options.sockets.split(",")]
+    if options.from_json is not None:
+        stored: dict[str, Any] = json.loads(options.from_json.read_text())
+        print(table(stored))
+        if options.doc is not None:
+            write_doc(options.doc, stored)
+        return
+    results: dict[str, Any] = {
+        "run": {
+            "date": time.strftime("%Y-%m-%d"),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "iterations": options.iterations,
+        },
+        "brokers": {},
+    }
+    for kind in options.brokers.split(","):
+        print(f"== {kind}", flush=True)
+        results["brokers"][kind] = run_broker(kind, options)
+    print(table(results))
+    options.json.parent.mkdir(parents=True, exist_ok=True)
+    options.json.write_text(json.dumps(results, indent=2) + "\n")
+    if options.doc is not None:
+        write_doc(options.doc, results)
+
+
+if __name__ == "__main__":
+    main()
