@@ -39,6 +39,7 @@ __all__ = (
     "NatsServerBinary",
     "find_nats_server",
     "free_port",
+    "jetstream_ready",
     "nats_server_binary",
     "server_version",
 )
@@ -311,6 +312,27 @@ class NatsServer:
         self.close()
 
 
+def jetstream_ready(jsz: dict[str, Any]) -> bool:
+    """Whether a cluster's JetStream can place a stream on every running server.
+
+    ``jsz`` maps each running server's name to its ``/jsz`` document. Routes can be up
+    before the meta group has heard from every peer; creating an R3 stream then fails
+    with "no suitable peers for placement, peer offline". Ready means: a meta leader that
+    is running, and that sees every other running server as a current replica.
+    """
+    leaders = {(document.get("meta_cluster") or {}).get("leader") for document in jsz.values()}
+    leader = next(iter(leaders)) if len(leaders) == 1 else None
+    if leader not in jsz:
+        return len(jsz) == 1 and not leaders - {None, ""}
+    meta = jsz[leader].get("meta_cluster") or {}
+    current = {
+        replica.get("name")
+        for replica in meta.get("replicas") or []
+        if replica.get("current") and not replica.get("offline")
+    }
+    return current >= set(jsz) - {leader}
+
+
 class NatsCluster:
     """Three routed ``nats-server -js`` nodes on loopback, one cluster name, one store each."""
 
@@ -349,6 +371,7 @@ class NatsCluster:
         for server in self.servers:
             await server.wait_ready(timeout)
         await self.wait_routes(timeout)
+        await self.wait_jetstream(timeout)
         return self
 
     async def wait_routes(self, timeout: float = 30.0) -> None:
@@ -374,6 +397,13 @@ class NatsCluster:
                     if counts and len(set(counts)) == 1:
                         return
                 await anyio.sleep(0.02)
+
+    async def wait_jetstream(self, timeout: float = 30.0) -> None:
+        """Wait until the JetStream meta leader sees every running peer as current."""
+        running = [server for server in self.servers if server.running]
+        with anyio.fail_after(timeout):
+            while not jetstream_ready({server.name: await server.monitor("/jsz") for server in running}):
+                await anyio.sleep(0.05)
 
     def close(self) -> None:
         for server in self.servers:

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import redis
 
-from tests._nats_servers import NatsCluster, NatsServer
+from tests._nats_servers import NatsCluster, NatsServer, jetstream_ready
 from tests._redis_servers import RedisClusterServers, RedisServer
 from tests.cluster._nodes import wait_until
 
@@ -230,7 +230,8 @@ def _monitor(server: NatsServer, path: str) -> Any:
 
 
 def wait_nats_ready(servers: Sequence[NatsServer], timeout: float = 30.0) -> None:
-    """Wait (blocking) until every running server is healthy and routed to every other.
+    """Wait (blocking) until every running server is healthy, routed to every other, and
+    known to the JetStream meta leader as a current peer.
 
     Blocking on purpose: the suite calls it from inside its async tests, where
     ``anyio.run`` (what ``NatsServer.wait_ready`` needs) cannot run.
@@ -248,7 +249,9 @@ def wait_nats_ready(servers: Sequence[NatsServer], timeout: float = 30.0) -> Non
                 routes = _monitor(server, "/routez").get("routes") or []
                 if {route.get("remote_name") for route in routes} < names - {server.name}:
                     return False
-        return True
+        if len(running) == 1:
+            return True
+        return jetstream_ready({server.name: _monitor(server, "/jsz") for server in running})
 
     wait_until(ready, timeout, "the NATS servers becoming ready and routed")
 
