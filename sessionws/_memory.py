@@ -297,6 +297,24 @@ class MemoryTransport:
             self.hub._markers[key] = (sequence, value, time.monotonic() + ttl)
         return self.hub._publish(channel, payload)
 
+    async def mark_and_publish_numbered(
+        self, key: str, value: bytes, ttl: float, channel: str, head: bytes, tail: bytes
+    ) -> tuple[int, int | None]:
+        """Take a new sequence, set ``key``'s marker to it and publish ``head +
+        b"<sequence>" + tail``, in one step; return the sequence and the receivers."""
+        if ttl <= 0:
+            raise ValueError("a marker's ttl must be positive")
+        if len(head) + len(tail) + 20 > self.max_payload:
+            raise ValueError(
+                f"payload of {len(head) + len(tail)} bytes exceeds the limit of {self.max_payload}"
+            )
+        self._require_connection()
+        await anyio.lowlevel.checkpoint()
+        self._require_connection()
+        sequence = self.hub._next_sequence()
+        self.hub._markers[key] = (sequence, value, time.monotonic() + ttl)
+        return sequence, self.hub._publish(channel, head + str(sequence).encode() + tail)
+
     async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
         self._require_connection()
         await anyio.lowlevel.checkpoint()

@@ -116,6 +116,11 @@ class Transport(Protocol):
       ``next_sequence`` (unless a newer marker is there) and publish, atomically
       (memory; standalone Redis, one script). The registry then never leaves a marker
       without its command; without it, it calls ``mark`` then ``publish``.
+    * Optional method ``mark_and_publish_numbered(key, value, ttl, channel, head,
+      tail)``: take a new sequence, set ``key``'s marker to it and publish ``head +
+      b"<sequence>" + tail``, atomically; return ``(sequence, receivers)``. The
+      registry uses it for unsigned commands (a signed one must be signed with its
+      sequence): one broker round trip per close (memory; standalone Redis).
     * Optional attribute ``interest_grace`` (seconds): where a confirmed subscription
       may still be unknown to other servers of the broker for a while (a NATS
       cluster spreads interest asynchronously), the registry reads the markers of

@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Literal, NoReturn, Self
 
@@ -591,18 +591,9 @@ class SessionRegistry:
         elif op == "revoke":
             value = encode_marker(outgoing.code, outgoing.reason, expires=time.time() + outgoing.ttl)
             marker = (self.names.revoke_marker(key_hash), value, outgoing.ttl)
-        combined = getattr(self.transport, "mark_and_publish", None)
-        if marker is None or combined is not None:
-            sequence = await self.transport.next_sequence()
-        else:
-            sequence = await self.transport.mark(*marker)
-        if op == "close" and (state := self._hashes.get(key_hash)) is not None:
-            state.note_close(CloseMarker(sequence, outgoing.code, outgoing.reason, outgoing.exclude))
-        self._note_sequence(sequence)
         command = Command(
             op,
             self.node_id,
-            sequence=sequence,
             target=key_hash if query is not None else "",
             code=outgoing.code,
             reason=outgoing.reason,
@@ -611,13 +602,48 @@ class SessionRegistry:
             data=outgoing.data,
             query=self._queries.open(query, self._tasks_or_raise()) if query is not None else "",
         )
-        if marker is not None and combined is not None:
-            receivers = await combined(*marker, sequence, channel, self._codec.encode(command))
+        numbered = getattr(self.transport, "mark_and_publish_numbered", None) if marker is not None else None
+        halves = self._codec.encode_unnumbered(command) if numbered is not None else None
+        if marker is not None and numbered is not None and halves is not None:
+            # One broker step: the transport takes the sequence, writes the marker and
+            # publishes the command with the sequence spliced in.
+            sequence, receivers = await numbered(*marker, channel, *halves)
             self._stats["commands_sent"] += 1
+            self._sequence_taken(op, key_hash, outgoing, sequence)
         else:
-            receivers = await self._publish(channel, command)
+            combined = getattr(self.transport, "mark_and_publish", None)
+            if marker is None or combined is not None:
+                sequence = await self.transport.next_sequence()
+            else:
+                sequence = await self.transport.mark(*marker)
+            self._sequence_taken(op, key_hash, outgoing, sequence)
+            command = replace(command, sequence=sequence)
+            if marker is not None and combined is not None:
+                receivers = await combined(*marker, sequence, channel, self._codec.encode(command))
+                self._stats["commands_sent"] += 1
+            else:
+                receivers = await self._publish(channel, command)
         if query is not None:
             query.expect_receivers(receivers)
+
+    def _sequence_taken(self, op: str, key_hash: str, outgoing: _Outgoing, sequence: int) -> None:
+        """This node's close or revoke got its sequence. A socket registered here while
+        the broker was taking it registered at an older sequence: the close reaches it
+        too (the local sockets present at the call were closed at once)."""
+        if op == "close" and (state := self._hashes.get(key_hash)) is not None:
+            self._apply_close(state, CloseMarker(sequence, outgoing.code, outgoing.reason, outgoing.exclude))
+        self._note_sequence(sequence)
+
+    def _apply_close(self, state: KeyState, close: CloseMarker, completion: Completion | None = None) -> None:
+        """Remember ``close`` and close the key's sockets registered before it."""
+        state.note_close(close)
+        for handle in list(state.handles):
+            if (
+                not handle.pending
+                and handle.registration_sequence < close.sequence
+                and handle.id != close.exclude
+            ):
+                self._delivery.close(handle, close.code, close.reason, completion)
 
     def _queue_outgoing(self, outgoing: _Outgoing, strict: bool) -> None:
         if strict:
@@ -824,14 +850,8 @@ class SessionRegistry:
                     self._delivery.close(handle, command.code, command.reason, completion)
         else:
             if state is not None:
-                state.note_close(CloseMarker(command.sequence, command.code, command.reason, command.exclude))
-                for handle in list(state.handles):
-                    if (
-                        not handle.pending
-                        and handle.registration_sequence < command.sequence
-                        and handle.id != command.exclude
-                    ):
-                        self._delivery.close(handle, command.code, command.reason, completion)
+                close = CloseMarker(command.sequence, command.code, command.reason, command.exclude)
+                self._apply_close(state, close, completion)
         if completion is not None:
             completion.seal()
             self._tasks_or_raise().start_soon(self._reply_when_closed, command, completion)

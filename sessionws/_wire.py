@@ -18,7 +18,7 @@ import hmac
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Literal, cast, get_args
 
 __all__ = ("Command", "Names", "WireCodec", "WireError")
@@ -166,6 +166,21 @@ class WireCodec:
     def encode(self, command: Command) -> bytes:
         body = json.dumps(_to_json(command), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         return self.sign(body)
+
+    def encode_unnumbered(self, command: Command) -> tuple[bytes, bytes] | None:
+        """``command`` as the two halves around its sequence, for a broker that takes the
+        sequence and publishes in one step: ``head + b"<sequence>" + tail`` is what
+        :meth:`encode` would give (with fields in another order).
+
+        ``None`` when signing is on: the signature covers the sequence, so the node must
+        know it before it can sign.
+        """
+        if self._signing is not None:
+            return None
+        body = json.dumps(
+            _to_json(replace(command, sequence=0)), separators=(",", ":"), ensure_ascii=False
+        ).encode("utf-8")
+        return b'{"s":', b"," + body[1:]
 
     def sign(self, body: bytes) -> bytes:
         """Append the signature line to ``body`` (unchanged when signing is off)."""

@@ -47,6 +47,17 @@ return redis.call('PUBLISH', ARGV[4], ARGV[5])
 _MARK_AND_PUBLISH_SHA = hashlib.sha1(_MARK_AND_PUBLISH_SCRIPT).hexdigest()
 
 
+# The sequence, the marker and the publish in one step, for unsigned commands: the
+# command's JSON arrives in two halves and the script splices the sequence in.
+_NUMBERED_SCRIPT = b"""\
+local sequence = redis.call('INCR', KEYS[1])
+local number = string.format('%d', sequence)
+redis.call('SET', KEYS[2], number .. ':' .. ARGV[1], 'PX', ARGV[2])
+return {sequence, redis.call('PUBLISH', ARGV[3], ARGV[4] .. number .. ARGV[5])}
+"""
+_NUMBERED_SHA = hashlib.sha1(_NUMBERED_SCRIPT).hexdigest()
+
+
 def parse_marker(raw: bytes | None) -> Marker | None:
     """Decode ``b"<sequence>:" + value`` as stored by the mark script."""
     if raw is None:
@@ -56,6 +67,12 @@ def parse_marker(raw: bytes | None) -> Marker | None:
         logger.warning("ignoring a marker that was not written by sessionws_redis")
         return None
     return Marker(int(sequence), value)
+
+
+def _milliseconds(ttl: float) -> int:
+    if not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
+        raise ValueError(f"a marker's ttl must be a positive number of seconds, got {ttl!r}")
+    return max(1, math.ceil(ttl * 1000))
 
 
 class Markers:
@@ -74,11 +91,9 @@ class Markers:
 
     async def mark(self, key: str, value: bytes, ttl: float) -> int:
         marker_key = self._options.marker_key(key)
-        if not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
-            raise ValueError(f"a marker's ttl must be a positive number of seconds, got {ttl!r}")
         if not isinstance(value, bytes | bytearray | memoryview):
             raise TypeError(f"a marker's value must be bytes, got {type(value).__name__}")
-        keys_and_args = (self._options.sequence_key, marker_key, bytes(value), max(1, math.ceil(ttl * 1000)))
+        keys_and_args = (self._options.sequence_key, marker_key, bytes(value), _milliseconds(ttl))
         try:
             result = await self._execute("EVALSHA", _MARK_SHA, 2, *keys_and_args)
         except NoScriptError:
@@ -90,13 +105,11 @@ class Markers:
         self, key: str, value: bytes, ttl: float, sequence: int, channel: str, payload: bytes
     ) -> int:
         """Set the marker to ``sequence`` (unless a newer one is there) and publish, atomically."""
-        if not isinstance(ttl, int | float) or not 0 < ttl < math.inf:
-            raise ValueError(f"a marker's ttl must be a positive number of seconds, got {ttl!r}")
         arguments = (
             self._options.marker_key(key),
             str(int(sequence)),
             bytes(value),
-            max(1, math.ceil(ttl * 1000)),
+            _milliseconds(ttl),
             channel,
             bytes(payload),
         )
@@ -105,6 +118,26 @@ class Markers:
         except NoScriptError:
             result = await self._execute("EVAL", _MARK_AND_PUBLISH_SCRIPT, 1, *arguments)
         return int(result)
+
+    async def mark_and_publish_numbered(
+        self, key: str, value: bytes, ttl: float, channel: str, head: bytes, tail: bytes
+    ) -> tuple[int, int]:
+        """Take a sequence, set the marker and publish ``head + sequence + tail``, atomically."""
+        keys_and_args = (
+            self._options.sequence_key,
+            self._options.marker_key(key),
+            bytes(value),
+            _milliseconds(ttl),
+            channel,
+            bytes(head),
+            bytes(tail),
+        )
+        try:
+            result = await self._execute("EVALSHA", _NUMBERED_SHA, 2, *keys_and_args)
+        except NoScriptError:
+            result = await self._execute("EVAL", _NUMBERED_SCRIPT, 2, *keys_and_args)
+        sequence, receivers = result
+        return int(sequence), int(receivers)
 
     async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
         marker_keys = [self._options.marker_key(key) for key in keys]

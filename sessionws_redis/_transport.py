@@ -219,6 +219,16 @@ class RedisTransport:
         with broker_errors("mark and publish"):
             return await self._markers.mark_and_publish(key, value, ttl, sequence, channel, payload)
 
+    async def mark_and_publish_numbered(
+        self, key: str, value: bytes, ttl: float, channel: str, head: bytes, tail: bytes
+    ) -> tuple[int, int | None]:
+        """Take a sequence (``INCR``), set the marker and publish ``head + sequence + tail``,
+        in one atomic script: one round trip for a close or a revoke."""
+        self._options.check_payload(head + b"12345678901234567890" + tail)
+        self._require_open()
+        with broker_errors("mark and publish"):
+            return await self._markers.mark_and_publish_numbered(key, value, ttl, channel, head, tail)
+
     async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
         """The markers of ``keys`` (``None`` where missing or expired), batched with MGET."""
         self._require_open()

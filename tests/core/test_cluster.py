@@ -5,6 +5,8 @@ Each test names the contract line (DESIGN.md, "Registry contract") it proves.
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 
@@ -205,6 +207,33 @@ async def test_a_registration_racing_a_close_is_closed_exactly_when_the_close_is
                 assert connection.close_code is None
             outcomes.add(should_close)
     assert outcomes == {True, False}
+
+
+async def test_a_registration_on_the_closing_node_is_ordered_by_sequence_too() -> None:
+    """4. On the node that issues the close as well: a socket registered while the broker
+    takes the close's sequence registered at an older one, and is closed."""
+    async with cluster(2) as nodes:
+        keeper = RecordingConnection("keeper")
+        await nodes[0].register(keeper, "session-a")  # the key stays held: the short path
+        connection = RecordingConnection()
+        handles: list[Handle] = []
+        transport = nodes[0].transport
+        assert isinstance(transport, MemoryTransport)
+        take_sequence = transport.mark_and_publish_numbered
+
+        async def numbered(*arguments: Any) -> tuple[int, int | None]:
+            handles.append(await nodes[0].register(connection, "session-a"))  # in flight
+            return await take_sequence(*arguments)
+
+        transport.mark_and_publish_numbered = numbered  # type: ignore[method-assign,assignment]
+        await nodes[0].close_all("session-a")
+        marker = nodes.hub._read(nodes[0].names.close_marker(nodes[0].names.key_hash("session-a")))
+        assert marker is not None and marker.sequence > handles[0].registration_sequence
+        await wait_for(lambda: connection.close_code == 1000 and keeper.close_code == 1000)
+        late = RecordingConnection()
+        await nodes[0].register(late, "session-a")  # after: the close is older
+        await settle()
+        assert late.close_code is None
 
 
 async def test_a_close_older_than_a_registration_does_not_close_it() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -20,6 +21,19 @@ def test_commands_round_trip_with_text_and_binary_data() -> None:
     for data in ("héllo\n", b"\x00\xff", None):
         command = Command("send", "node", sequence=7, data=data, exclude="node.1")
         assert codec.decode(codec.encode(command)) == command
+
+
+def test_an_unnumbered_command_decodes_with_the_sequence_spliced_in() -> None:
+    """What a broker that takes the sequence and publishes in one step builds."""
+    codec = WireCodec()
+    command = Command("close", "node", code=4000, reason='a "quoted"\nreason', exclude="node.3", query="q1")
+    halves = codec.encode_unnumbered(command)
+    assert halves is not None
+    head, tail = halves
+    for sequence in (1, 987654321012345678):
+        decoded = codec.decode(head + str(sequence).encode() + tail)
+        assert decoded == dataclasses.replace(command, sequence=sequence)
+    assert WireCodec(KEYS).encode_unnumbered(command) is None  # a signature must cover the sequence
 
 
 def test_signed_commands_verify_with_every_configured_key() -> None:

@@ -321,3 +321,31 @@ async def test_mark_and_publish_sets_the_marker_and_delivers_in_one_step(backend
             assert await subscriber.recorder.wait_for_messages(channel, 2) == [b"command 1", b"command 2"]
     if not supported:
         pytest.skip(f"{backend.name}: no atomic marker + publish (the registry calls mark, then publish)")
+
+
+async def test_mark_and_publish_numbered_takes_the_sequence_marks_and_delivers(backend: Backend) -> None:
+    """Optional: the broker takes the sequence, writes the marker with it and publishes the
+    command with the sequence spliced between its two halves, in one step."""
+    channel, key = channel_name(), channel_name("marker")
+    supported = True
+    async with open_nodes(backend, 2) as (subscriber, publisher):
+        numbered = getattr(publisher.transport, "mark_and_publish_numbered", None)
+        if numbered is None:
+            supported = False
+        else:
+            await subscriber.transport.subscribe([channel])
+            before = await publisher.transport.next_sequence()
+            sequence, count = await numbered(key, b"closed", 60.0, channel, b'{"s":', b',"op":"close"}')
+            assert sequence > before
+            assert count == receivers(backend, 1)
+            assert await publisher.transport.read_markers([key]) == [Marker(sequence, b"closed")]
+            second, _ = await numbered(key, b"again", 60.0, channel, b"<", b">")
+            assert second > sequence
+            assert await publisher.transport.read_markers([key]) == [Marker(second, b"again")]
+            assert await subscriber.recorder.wait_for_messages(channel, 2) == [
+                b'{"s":' + str(sequence).encode() + b',"op":"close"}',
+                b"<" + str(second).encode() + b">",
+            ]
+            assert await publisher.transport.current_sequence() == second
+    if not supported:
+        pytest.skip(f"{backend.name}: the sequence is taken apart from the publish (two steps)")
