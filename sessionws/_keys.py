@@ -43,6 +43,13 @@ class Batch:
     failed: bool = False
 
 
+def _broker_error(error: BaseException) -> bool:
+    """A :class:`TransportError`, or a group of nothing else (from a task group)."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(_broker_error(inner) for inner in error.exceptions)
+    return isinstance(error, TransportError)
+
+
 class KeyTable:
     """Key states by key, channel and hash, and the tasks that (un)subscribe them."""
 
@@ -125,7 +132,9 @@ class KeyTable:
             try:
                 await self._subscribe(batch)
             except Exception as error:
-                if not isinstance(error, TransportError):
+                if _broker_error(error):  # the registry reports the outage itself
+                    logger.debug("sessionws: subscribing a batch of keys failed: broker unreachable")
+                else:
                     logger.exception("sessionws: subscribing a batch of keys failed")
                 batch.failed = True
                 for state in batch.states:

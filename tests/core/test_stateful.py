@@ -43,6 +43,9 @@ class ModelConnection:
     registered_cut: bool
     left: bool = False
     doomed: bool = False
+    #: Doomed by a close or revoke its node has not heard of (it is cut off): open, and
+    #: served by its node, until the node reconnects and reconciles.
+    doomed_later: bool = False
     maybe: bool = False
     expected: list[str] = field(default_factory=list)
     lossy: bool = False
@@ -67,7 +70,9 @@ class ClusterMachine(RuleBasedStateMachine):
         self.cut = [False] * NODES
         self.connections: list[ModelConnection] = []
         self.revoked: set[str] = set()
-        self.local_revoked: list[set[str]] = [set() for _ in range(NODES)]
+        #: The revocations each node has heard of (the one it issued, the ones published
+        #: while it was connected, and on reconnect all of them).
+        self.known_revoked: list[set[str]] = [set() for _ in range(NODES)]
         self.outbox: list[list[Deferred]] = [[] for _ in range(NODES)]
         self.messages = 0
         self.ever_closed: set[str] = set()
@@ -129,7 +134,16 @@ class ClusterMachine(RuleBasedStateMachine):
     def doom(self, key: str, exclude: str, *, on_cut_nodes: bool = True) -> None:
         for conn in self.open_connections():
             if key in conn.keys and conn.handle.id != exclude and (on_cut_nodes or not self.cut[conn.node]):
-                conn.doomed = True
+                if self.cut[conn.node]:
+                    conn.doomed_later = True
+                else:
+                    conn.doomed = True
+
+    def publish_revoke(self, key: str) -> None:
+        self.revoked.add(key)
+        for node in range(NODES):
+            if not self.cut[node]:
+                self.known_revoked[node].add(key)
 
     def deliver(self, key: str, data: str, exclude: str, origin: int, *, remote: bool) -> None:
         for conn in self.open_connections():
@@ -150,10 +164,11 @@ class ClusterMachine(RuleBasedStateMachine):
         connection = RecordingConnection(f"{node}:{','.join(ordered)}")
         handle = self.call(self.nodes[node].register, connection, ordered)
         conn = ModelConnection(node, ordered, connection, handle, registered_cut=self.cut[node])
-        known_revoked = self.revoked | self.local_revoked[node]
-        if any(key in known_revoked for key in ordered):
+        if any(key in self.known_revoked[node] for key in ordered):
             conn.doomed = True
         elif conn.registered_cut:
+            # Revoked elsewhere: the node learns it on reconnect.
+            conn.doomed_later = any(key in self.revoked for key in ordered)
             # A node cut off cannot order this registration against closes of its keys
             # it has not heard of: on reconnect it may close it (never the reverse).
             conn.maybe = any(key in self.ever_closed for key in ordered)
@@ -192,14 +207,14 @@ class ClusterMachine(RuleBasedStateMachine):
     def revoke(self, node: int, key: str) -> None:
         self.ever_closed.add(key)
         self.call(lambda: self.nodes[node].revoke(key, ttl=3600))
-        self.local_revoked[node].add(key)
+        self.known_revoked[node].add(key)
         if self.cut[node]:
             for conn in self.open_connections():
                 if conn.node == node and key in conn.keys:
                     conn.doomed = True
             self.outbox[node].append(Deferred("revoke", key))
         else:
-            self.revoked.add(key)
+            self.publish_revoke(key)
             self.doom(key, "")
         self.quiesce()
 
@@ -234,19 +249,24 @@ class ClusterMachine(RuleBasedStateMachine):
             return
         self.call(self._restore, node)
         self.cut[node] = False
-        # The node is back: what it registered while cut off is ordered again.
+        # The node is back: what it registered while cut off is ordered again, and what
+        # was closed or revoked meanwhile is closed by its reconcile.
         for conn in self.connections:
             if conn.node == node:
                 conn.registered_cut = False
+                if conn.doomed_later and not conn.left:
+                    conn.doomed = True
+                conn.doomed_later = False
         for deferred in self.outbox[node]:
             if deferred.op == "close":
                 self.doom(deferred.key, deferred.exclude)
             elif deferred.op == "revoke":
-                self.revoked.add(deferred.key)
+                self.publish_revoke(deferred.key)
                 self.doom(deferred.key, "")
             else:
                 self.deliver(deferred.key, deferred.data, deferred.exclude, node, remote=True)
         self.outbox[node].clear()
+        self.known_revoked[node] |= self.revoked  # its reconcile read the revoke markers
         self.quiesce()
         # Reconciled: a connection registered while cut off is now closed or open for good.
         for conn in self.connections:
