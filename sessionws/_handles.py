@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import anyio
 
@@ -11,7 +11,16 @@ if TYPE_CHECKING:
     from sessionws._markers import CloseMarker
     from sessionws._protocols import Connection
 
-__all__ = ("CLOSED_FLAG", "PENDING_FLAG", "CloseItem", "Completion", "Handle", "KeyState", "SendItem")
+__all__ = (
+    "CLOSED_FLAG",
+    "PENDING_FLAG",
+    "QUEUED_FLAG",
+    "CloseItem",
+    "Completion",
+    "Handle",
+    "KeyState",
+    "SendItem",
+)
 
 
 class Completion:
@@ -49,9 +58,9 @@ class CloseItem(NamedTuple):
     completion: Completion | None
 
 
-_PENDING, _CLOSING, _CLOSED, _DRAINING = 1, 2, 4, 8
+_PENDING, _CLOSING, _CLOSED, _DRAINING, _QUEUED = 1, 2, 4, 8, 16
 # The registry's unregister reads these directly (it runs for every socket that leaves).
-PENDING_FLAG, CLOSED_FLAG = _PENDING, _CLOSED
+PENDING_FLAG, CLOSED_FLAG, QUEUED_FLAG = _PENDING, _CLOSED, _QUEUED
 
 
 class Handle:
@@ -61,7 +70,10 @@ class Handle:
     registration took effect: a close with a newer sequence always reaches this
     connection. Work for the connection waits in an ordered, bounded queue that a
     task of the registry drains, so the broker listener never awaits a client.
-    (Kept small: registering is on every websocket's path.)
+
+    Kept small, as registering is on every websocket's path: each registry makes a
+    subclass that holds its node's id prefix, and the queue exists (flag ``_QUEUED``)
+    only once something was queued.
     """
 
     __slots__ = (
@@ -69,27 +81,40 @@ class Handle:
         "_flags",
         "_queue",
         "connection",
-        "keys",
         "number",
-        "prefix",
         "registration_sequence",
+        "states",
     )
 
+    #: ``"<node id>."``, set by the registry's subclass.
+    prefix: ClassVar[str] = ""
+    _queue: deque[SendItem | CloseItem]  # set by the first enqueue
+
     def __init__(
-        self, prefix: str, number: int, connection: Connection, keys: tuple[str, ...], sequence: int = 0
+        self, number: int, connection: Connection, states: tuple[KeyState, ...], sequence: int = 0
     ) -> None:
-        self.prefix = prefix
         self.number = number
         self.connection = connection
-        self.keys = keys
+        #: The node's state of each key (a state lives while it holds a handle, so
+        #: leaving needs no lookup).
+        self.states = states
         self.registration_sequence = sequence
         self._flags = 0
-        self._queue: deque[SendItem | CloseItem] | None = None
+
+    @classmethod
+    def for_node(cls, prefix: str) -> type[Handle]:
+        """The handle class of one registry: its handles' ids start with ``prefix``."""
+        return type("Handle", (cls,), {"__slots__": (), "prefix": prefix, "__module__": cls.__module__})
 
     @property
     def id(self) -> str:
         """``<node id>.<number>``: unique across the cluster (node ids are random)."""
         return f"{self.prefix}{self.number}"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """The keys this connection is registered under."""
+        return tuple(state.key for state in self.states)
 
     @property
     def pending(self) -> bool:
@@ -109,7 +134,7 @@ class Handle:
     @property
     def queued(self) -> int:
         """Items waiting to be delivered."""
-        return len(self._queue) if self._queue is not None else 0
+        return len(self._queue) if self._flags & _QUEUED else 0
 
     def __repr__(self) -> str:
         if self._flags & (_CLOSED | _CLOSING):
@@ -134,23 +159,24 @@ class Handle:
 
     def drop_queue(self) -> None:
         """The connection left: drop what waits for it; a waited-for close counts as done."""
-        if self._queue:
+        if self._flags & _QUEUED:
             for item in self._queue:
                 if isinstance(item, CloseItem) and item.completion is not None:
                     item.completion.finish(True)
             self._queue.clear()
 
     def enqueue(self, item: SendItem | CloseItem) -> None:
-        if self._queue is None:
+        if not self._flags & _QUEUED:
             self._queue = deque()
+            self._flags |= _QUEUED
         self._queue.append(item)
 
     def clear_queue(self) -> None:
-        if self._queue:
+        if self._flags & _QUEUED:
             self._queue.clear()
 
     def next_item(self) -> SendItem | CloseItem | None:
-        return self._queue.popleft() if self._queue else None
+        return self._queue.popleft() if self._flags & _QUEUED and self._queue else None
 
     def start_draining(self) -> bool:
         """True if the caller must start a drain task (none is running)."""
@@ -172,15 +198,16 @@ class KeyState:
     """
 
     __slots__ = (
+        "_closed_before",
+        "_linger_until",
+        "_subscribed",
         "channel",
-        "closed_before",
         "handles",
         "hash",
         "key",
         "last_full",
         "last_partial",
-        "linger_until",
-        "subscribed",
+        "ready",
         "subscribing",
     )
 
@@ -189,12 +216,45 @@ class KeyState:
         self.hash = key_hash
         self.channel = channel
         self.handles: set[Handle] = set()
-        self.subscribed = False
         self.subscribing: object | None = None
-        self.linger_until: float | None = None
         self.last_full: CloseMarker | None = None
         self.last_partial: CloseMarker | None = None
-        self.closed_before = False  # a close of this key is remembered (checked on register)
+        self._subscribed = False
+        self._linger_until: float | None = None
+        self._closed_before = False
+        #: Subscribed, not lingering, no close remembered: a registration needs nothing
+        #: but adding the handle (the registry's short path reads only this).
+        self.ready = False
+
+    @property
+    def subscribed(self) -> bool:
+        """The channel is subscribed (or wanted, while the broker is away)."""
+        return self._subscribed
+
+    @subscribed.setter
+    def subscribed(self, value: bool) -> None:
+        self._subscribed = value
+        self.ready = value and self._linger_until is None and not self._closed_before
+
+    @property
+    def linger_until(self) -> float | None:
+        """When the channel is released, if no socket holds the key any more."""
+        return self._linger_until
+
+    @linger_until.setter
+    def linger_until(self, value: float | None) -> None:
+        self._linger_until = value
+        self.ready = self._subscribed and value is None and not self._closed_before
+
+    @property
+    def closed_before(self) -> bool:
+        """A close or revocation of this key is remembered: registrations are checked."""
+        return self._closed_before
+
+    @closed_before.setter
+    def closed_before(self, value: bool) -> None:
+        self._closed_before = value
+        self.ready = self._subscribed and self._linger_until is None and not value
 
     def note_close(self, close: CloseMarker) -> None:
         """Remember a close of this key (from a message, a marker or this node)."""

@@ -98,6 +98,8 @@ class KeyTable:
     def start_linger(self, state: KeyState) -> None:
         # The linger is one constant, so deadlines are appended in order: the
         # oldest is always first, and the sweeper never scans the whole table.
+        if self.by_key.get(state.key) is not state:
+            return  # the table was cleared (shutdown): nothing to release
         state.linger_until = time.monotonic() + self.linger
         self._lingering.pop(state, None)
         self._lingering[state] = None

@@ -31,7 +31,7 @@ from sessionws._codes import (
 )
 from sessionws._delivery import Delivery
 from sessionws._errors import BrokerUnavailableError, NotConfiguredError, TransportError
-from sessionws._handles import CLOSED_FLAG, PENDING_FLAG, Completion, Handle, KeyState
+from sessionws._handles import CLOSED_FLAG, PENDING_FLAG, QUEUED_FLAG, Completion, Handle, KeyState
 from sessionws._keys import Batch, KeyTable
 from sessionws._markers import CloseMarker, KeyMarkers, encode_marker, read_key_markers
 from sessionws._membership import Membership, ReplayGuard
@@ -164,7 +164,7 @@ class SessionRegistry:
         self._keys = self._table.by_key
         self._channels = self._table.by_channel
         self._hashes = self._table.by_hash
-        self._handle_prefix = f"{self.node_id}."
+        self._new_handle = Handle.for_node(f"{self.node_id}.")
         self._handle_counter = 0
         self._revoked: OrderedDict[str, tuple[float, int, str]] = OrderedDict()
         self._outbox: deque[_Outgoing] = deque()
@@ -173,13 +173,16 @@ class SessionRegistry:
         self._replay = ReplayGuard()
         self._known_sequence = 0
         self._identity: str | None = None
-        self._connected = False
+        #: Registering, connected, no fail-closed policy and no event callback: a
+        #: registration under a key that is ``ready`` takes the short path.
+        self._short = False
+        self.__connected = False
+        self.__registering = False
         self._recovering = False
         self._recover_again = False
         self._lost_at: float | None = None
         self._running = False
         self._closing = False
-        self._registering = False
         self._tasks: anyio.abc.TaskGroup | None = None
         self._stack: AsyncExitStack | None = None
         self._stats: dict[str, int] = dict.fromkeys(
@@ -205,6 +208,32 @@ class SessionRegistry:
             forget=self.unregister,
             emit=self._emit,
             stats=self._stats,
+        )
+
+    @property
+    def _connected(self) -> bool:
+        return self.__connected
+
+    @_connected.setter
+    def _connected(self, value: bool) -> None:
+        self.__connected = value
+        self._update_short()
+
+    @property
+    def _registering(self) -> bool:
+        return self.__registering
+
+    @_registering.setter
+    def _registering(self, value: bool) -> None:
+        self.__registering = value
+        self._update_short()
+
+    def _update_short(self) -> None:
+        self._short = (
+            self.__registering
+            and self.__connected
+            and self._fail_closed_after is None
+            and self._on_event is None
         )
 
     # ------------------------------------------------------------------ lifetime
@@ -313,42 +342,27 @@ class SessionRegistry:
         with the connection closed (check ``handle.closing``); under the fail-closed
         policy the connection is closed with 1012.
         """
-        if not self._registering:
-            self._refuse_registration()
-        if type(keys) is str and keys:
+        if self._short and type(keys) is str:
             # The commonest case, a second socket of a session on this node, kept short.
             state = self._keys.get(keys)
-            if (
-                state is not None
-                and state.subscribed
-                and state.linger_until is None
-                and not state.closed_before
-                and self._connected
-                and self._fail_closed_after is None
-            ):
+            if state is not None and state.ready:
                 self._handle_counter += 1
-                handle = Handle(
-                    self._handle_prefix, self._handle_counter, connection, (keys,), self._known_sequence
-                )
+                handle = self._new_handle(self._handle_counter, connection, (state,), self._known_sequence)
                 state.handles.add(handle)
-                if self._on_event is not None:
-                    self._emit("registered", handle=handle.id)
                 return handle
+        if not self._registering:
+            self._refuse_registration()
         key_tuple = (keys,) if type(keys) is str and keys else _normalize_keys(keys)
+        table = self._keys
+        states = tuple(table.get(key) or self._table.create(key) for key in key_tuple)
         self._handle_counter += 1
-        handle = Handle(
-            self._handle_prefix, self._handle_counter, connection, key_tuple, self._known_sequence
-        )
-        states = self._keys
+        handle = self._new_handle(self._handle_counter, connection, states, self._known_sequence)
         new_states: list[KeyState] | None = None
         waiting: list[Batch] | None = None
         # A key this node holds knows whether it was closed or revoked; a new key is
         # checked after its subscription anyway.
         check = False
-        for key in key_tuple:
-            state = states.get(key)
-            if state is None:
-                state = self._table.create(key)
+        for state in states:
             state.handles.add(handle)
             if state.linger_until is not None:
                 self._table.keep(state)
@@ -409,8 +423,7 @@ class SessionRegistry:
         if handle.closing:
             return
         now = time.monotonic()
-        for key in handle.keys:
-            state = self._keys[key]
+        for state in handle.states:
             revoked = self._revoked.get(state.hash)
             if revoked is not None and revoked[0] > now:
                 self._delivery.close(handle, revoked[1], revoked[2])
@@ -440,16 +453,13 @@ class SessionRegistry:
         if flags & CLOSED_FLAG:
             return
         handle._flags = (flags | CLOSED_FLAG) & ~PENDING_FLAG
-        if handle._queue:
+        if flags & QUEUED_FLAG:
             handle.drop_queue()
-        states = self._keys
-        for key in handle.keys:
-            state = states.get(key)
-            if state is not None:
-                members = state.handles
-                members.discard(handle)
-                if not members:
-                    self._table.start_linger(state)
+        for state in handle.states:
+            members = state.handles
+            members.discard(handle)
+            if not members:
+                self._table.start_linger(state)
         if self._on_event is not None:
             self._emit("unregistered", handle=handle.id)
 

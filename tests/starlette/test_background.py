@@ -18,7 +18,7 @@ from sessionws_starlette import (
     schedule_close_all_session_ws,
     schedule_close_all_ws,
 )
-from tests.core.helpers import RecordingConnection
+from tests.core.helpers import RecordingConnection, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -46,6 +46,7 @@ async def test_a_response_without_background_gets_one() -> None:
         assert isinstance(response.background, BackgroundTasks)
         assert connection.frames == []  # nothing happens before the response is sent
         await response.background()
+        await wait_for(lambda: connection.close_code is not None)  # delivered by a drain task
         assert (connection.close_code, connection.close_reason) == (4000, "bye")
 
 
@@ -56,6 +57,7 @@ async def test_a_users_single_background_task_is_kept_and_runs_first() -> None:
         assert response.background is not None
         await response.background()
         assert events == ["user task"]
+        await wait_for(lambda: connection.close_code is not None)  # delivered by a drain task
         assert connection.close_code == 1000
 
 
@@ -67,6 +69,7 @@ async def test_the_users_background_tasks_object_is_appended_to() -> None:
         await schedule_close_all_ws(request, response, "user:1")
         assert response.background is tasks and len(tasks.tasks) == 2
         await tasks()
+        await wait_for(lambda: connection.close_code is not None)  # delivered by a drain task
         assert events == ["first"] and connection.close_code == 1000
 
 
@@ -78,6 +81,7 @@ async def test_rotate_after_the_response_revokes_the_old_id_then() -> None:
         assert not await registry.is_revoked("id-1")
         await tasks()
         assert await registry.is_revoked("id-1")
+        await wait_for(lambda: connection.close_code is not None)  # delivered by a drain task
         assert (connection.close_code, connection.close_reason) == (1000, "session id rotated")
 
 
