@@ -144,6 +144,10 @@ class KeyTable:
                     state.subscribed = True  # wanted: the transport subscribes it on reconnect
             finally:
                 batch.done.set()
+            # Waiters read only ``failed`` and ``sequence``: do not keep the batch's
+            # states alive (their keys may be released long before the next batch).
+            batch.states.clear()
+            del batch
 
     async def _subscribe(self, batch: Batch) -> None:
         states = [state for state in batch.states if state.subscribing is batch]
