@@ -5,7 +5,8 @@
     .venv/bin/python -m bench.cluster --from-json bench/results/cluster.json --doc docs/benchmarks.md
 
 For each broker it starts the broker and three node processes (``tests/cluster/node.py``,
-aiohttp) on loopback and measures, with real websocket clients in this process:
+aiohttp) on loopback and measures, with real websocket clients in one process per node
+(``bench._clients``, as the floor's subscribers have one process each):
 
 * **close-all latency**: one session with ``S`` sockets on *each* node; node 1 calls
   ``close_all(session)``; the time from that call (the node's monotonic clock, which on
@@ -168,71 +169,84 @@ async def subscribe_floor(kind: str, url: str, total: int, batch: int) -> float:
 
 
 # ---------------------------------------------------------------------- websockets
-class Closes:
-    """When each client saw its CLOSE frame."""
+class NodeClients:
+    """The websocket clients of each node, one process per node (``bench._clients``)."""
 
-    def __init__(self) -> None:
-        self.times: dict[int, list[float]] = {}
-        self.tasks: list[asyncio.Task[None]] = []
+    def __init__(self, nodes: list[str]) -> None:
+        self.processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench._clients", node],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                cwd=ROOT,
+            )
+            for node in nodes
+        ]
 
-    def watch(self, ws: aiohttp.ClientWebSocketResponse, node: int = 0) -> None:
-        async def read() -> None:
-            async for _ in ws:
-                pass
-            self.times.setdefault(node, []).append(time.monotonic())  # CLOSE arrived: the loop ended
+    async def ask(self, index: int, command: str) -> list[str]:
+        """Send ``command`` to node ``index``'s clients; the words of the ``ready`` answer."""
+        process = self.processes[index]
+        if process.stdin is None:
+            raise RuntimeError("the clients' input is not piped")
+        process.stdin.write(command + "\n")
+        process.stdin.flush()
+        answer = (await asyncio.to_thread(_read_line, process)).split()
+        if not answer or answer[0] != "ready":
+            raise RuntimeError(f"the clients of node {index + 1} answered {answer!r} to {command!r}")
+        return answer[1:]
 
-        self.tasks.append(asyncio.create_task(read()))
+    async def closed(self, index: int) -> float:
+        """When the last socket of node ``index``'s newest batch saw its CLOSE."""
+        answer = (await asyncio.to_thread(_read_line, self.processes[index])).split()
+        if len(answer) != 2 or answer[0] != "closed":
+            raise RuntimeError(f"the clients of node {index + 1} answered {answer!r}")
+        return float(answer[1])
 
-    async def wait(self, timeout: float = 10.0) -> float:
-        """The time the last client saw its CLOSE."""
-        await asyncio.wait_for(asyncio.gather(*self.tasks), timeout)
-        return max(max(times) for times in self.times.values())
+    def close(self) -> None:
+        for process in self.processes:
+            process.kill()
+            process.wait()
+            for pipe in (process.stdin, process.stdout):
+                if pipe is not None:
+                    pipe.close()
 
-    def last(self, node: int) -> float:
-        return max(self.times[node])
 
-
-async def websocket_close_floor(http: aiohttp.ClientSession, node: str, iterations: int) -> list[float]:
+async def websocket_close_floor(
+    http: aiohttp.ClientSession, clients: NodeClients, node: str, iterations: int
+) -> list[float]:
     """aiohttp server ``ws.close()`` → the client sees CLOSE (one socket, no sessionws)."""
     samples = []
     for _ in range(iterations + 10):
-        ws = await http.ws_connect(f"{node}/raw-ws")
-        token = (await ws.receive_json())["id"]
-        closes = Closes()
-        closes.watch(ws)
+        (token,) = await clients.ask(0, "raw 1")
         async with http.post(f"{node}/raw-close", params={"id": token}) as response:
             called_at = (await response.json())["called_at"]
-        samples.append(await closes.wait() - called_at)
+        samples.append(await clients.closed(0) - called_at)
     return samples[10:]
 
 
 async def raw_closes_floor(
-    http: aiohttp.ClientSession, nodes: list[str], per_node: int, iterations: int
+    http: aiohttp.ClientSession, clients: NodeClients, nodes: list[str], per_node: int, iterations: int
 ) -> list[float]:
     """``per_node`` raw sockets on each node, all closed at once (no broker, no sessionws):
     from the first node's call to the last client's CLOSE. The machine's cost of closing
     that many websockets at once, which no cluster close of as many sockets can beat."""
     samples = []
     for _ in range(iterations + 5):
-        sockets = await asyncio.gather(
-            *(http.ws_connect(f"{node}/raw-ws") for node in nodes for _ in range(per_node))
-        )
-        await asyncio.gather(*(ws.receive_json() for ws in sockets))
-        closes = Closes()
-        for ws in sockets:
-            closes.watch(ws)
+        await asyncio.gather(*(clients.ask(index, f"raw {per_node}") for index in range(len(nodes))))
 
         async def close_node(node: str) -> float:
             async with http.post(f"{node}/raw-close", params={"id": "all"}) as response:
                 return float((await response.json())["called_at"])
 
         called = await asyncio.gather(*(close_node(node) for node in nodes))
-        samples.append(await closes.wait() - min(called))
+        closed = await asyncio.gather(*(clients.closed(index) for index in range(len(nodes))))
+        samples.append(max(closed) - min(called))
     return samples[5:]
 
 
 async def close_all_latency(
-    http: aiohttp.ClientSession, nodes: list[str], per_node: int, iterations: int
+    http: aiohttp.ClientSession, clients: NodeClients, nodes: list[str], per_node: int, iterations: int
 ) -> dict[str, list[float]]:
     """``close_all(session)`` on node 1 → the last of ``3 x per_node`` clients sees CLOSE;
     also the last of node 1's own sockets (no broker involved) and of the other nodes'."""
@@ -241,21 +255,16 @@ async def close_all_latency(
         async with http.post(f"{nodes[0]}/login", params={"user": f"bench-{iteration}"}) as response:
             session = (await response.json())["session"]
             cookie = "; ".join(f"{name}={morsel.coded_value}" for name, morsel in response.cookies.items())
-        headers = {"Cookie": cookie}
-        sockets = await asyncio.gather(
-            *(http.ws_connect(f"{node}/ws", headers=headers) for node in nodes for _ in range(per_node))
+        await asyncio.gather(
+            *(clients.ask(index, f"open {per_node} {cookie}") for index in range(len(nodes)))
         )
-        await asyncio.gather(*(ws.receive_json() for ws in sockets))  # registered: the hello
-        closes = Closes()
-        for index, ws in enumerate(sockets):
-            closes.watch(ws, index // per_node)
         async with http.post(f"{nodes[0]}/close", params={"key": session}) as response:
             called_at = (await response.json())["called_at"]
-        last = await closes.wait()
+        closed = await asyncio.gather(*(clients.closed(index) for index in range(len(nodes))))
         if iteration >= 5:  # warm-up
-            samples["all"].append(last - called_at)
-            samples["node1_local"].append(closes.last(0) - called_at)
-            samples["nodes23_remote"].append(max(closes.last(1), closes.last(2)) - called_at)
+            samples["all"].append(max(closed) - called_at)
+            samples["node1_local"].append(closed[0] - called_at)
+            samples["nodes23_remote"].append(max(closed[1:]) - called_at)
     return samples
 
 
@@ -282,9 +291,14 @@ async def measure_broker(
 ) -> dict[str, Any]:
     iterations: int = options.iterations
     connector = aiohttp.TCPConnector(limit=0)
-    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http:
+    clients = NodeClients(nodes)
+    async with (
+        aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http,
+        contextlib.AsyncExitStack() as cleanup,
+    ):
+        cleanup.callback(clients.close)
         broker_samples = await broker_floor(kind, url, FLOOR_CHANNEL, subscribers, iterations)
-        ws_floor = await websocket_close_floor(http, nodes[0], iterations)
+        ws_floor = await websocket_close_floor(http, clients, nodes[0], iterations)
         floor = {
             "broker_publish_to_3_subscribers": summary(broker_samples),
             "websocket_close": summary(ws_floor),
@@ -295,14 +309,14 @@ async def measure_broker(
         }
         close_all = {}
         for per_node in options.sockets:
-            measured = await close_all_latency(http, nodes, per_node, iterations)
+            measured = await close_all_latency(http, clients, nodes, per_node, iterations)
             latency: dict[str, Any] = summary(measured["all"])
             latency["node1_local"] = summary(measured["node1_local"])
             latency["nodes23_remote"] = summary(measured["nodes23_remote"])
             latency["ratio_p50"] = latency["p50_ms"] / floor["sum"]["p50_ms"]
             latency["ratio_p99"] = latency["p99_ms"] / floor["sum"]["p99_ms"]
             if per_node > 1:
-                many = summary(await raw_closes_floor(http, nodes, per_node, iterations))
+                many = summary(await raw_closes_floor(http, clients, nodes, per_node, iterations))
                 broker_p50 = floor["broker_publish_to_3_subscribers"]["p50_ms"]
                 latency["raw_closes"] = many
                 latency["floor_with_raw_closes_p50_ms"] = broker_p50 + many["p50_ms"]

@@ -1,0 +1,78 @@
+"""The benchmarks still run: each at a tiny size, its JSON checked for sane figures.
+
+Nothing here is timed (speed lives in the benchmarks' own reports, beside floors measured
+in the same run); these tests only keep ``bench/`` from rotting.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
+
+
+def run_bench(module: str, result: Path, *arguments: str) -> Any:
+    completed = subprocess.run(
+        [sys.executable, "-m", module, "--json", str(result), *arguments],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=200,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return json.loads(result.read_text())
+
+
+def test_register_benchmark(tmp_path: Path) -> None:
+    result = run_bench("bench.register", tmp_path / "register.json", "--n", "2000", "--repeats", "2")
+    assert 0 < result["floor_us"] < result["local_us"]
+    assert result["ratio"] > 1 and result["ratio_median_of_pairs"] > 1
+
+
+def test_memory_benchmark(tmp_path: Path) -> None:
+    result = run_bench("bench.memory", tmp_path / "memory.json", "--n", "2000")
+    for shape in ("a", "b"):
+        measured = result["shapes"][shape]
+        assert measured["sessionws"]["sockets_after_unregister"] == 0
+        assert measured["sessionws"]["bytes_per_connection"] > measured["floor"]["bytes_per_connection"] > 0
+
+
+def test_revoke_storm_benchmark(tmp_path: Path) -> None:
+    result = run_bench(
+        "bench.revoke_storm", tmp_path / "storm.json", "--sessions", "200", "--in-flight", "1,10", "--redis"
+    )
+    for broker in ("memory", "redis"):
+        for in_flight in ("1", "10"):
+            measured = result["brokers"][broker][in_flight]
+            assert measured["revoke"]["sockets_left"] == 0
+            assert measured["revoke"]["codes"] == [4401]
+            assert measured["floor"]["total_s"] > 0 and measured["revoke"]["total_s"] > 0
+
+
+def test_cluster_benchmark(tmp_path: Path) -> None:
+    result = run_bench(
+        "bench.cluster",
+        tmp_path / "cluster.json",
+        "--brokers",
+        "redis,nats",
+        "--iterations",
+        "3",
+        "--sockets",
+        "1,2",
+        "--register",
+        "200",
+    )
+    for kind in ("redis", "nats"):
+        measured = result["brokers"][kind]
+        assert measured["floor"]["sum"]["p50_ms"] > 0
+        assert set(measured["close_all"]) == {"1", "2"}
+        assert measured["close_all"]["1"]["p50_ms"] > 0
