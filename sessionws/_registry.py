@@ -9,6 +9,7 @@ See ``docs/guarantees.md`` for the contract and how each rule is kept.
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import time
@@ -135,6 +136,11 @@ class SessionRegistry:
         self.transport: Transport = transport_from_url(transport) if isinstance(transport, str) else transport
         self.names = Names(namespace, name_secret)
         self.node_id = node_id or secrets.token_hex(6)
+        # The origin field as it appears in this node's own commands. A JSON object of
+        # sessionws has one level and escapes quotes inside strings, so these bytes occur
+        # in a payload only as its origin: this node's own commands (which come back on
+        # the channels it holds) are dropped without decoding.
+        self._own_origin = b'"o":' + json.dumps(self.node_id, ensure_ascii=False).encode("utf-8")
         if "." in self.node_id or not self.node_id.isprintable():
             raise ValueError("node_id must be printable and contain no '.'")
         self.publish_only = publish_only
@@ -798,6 +804,8 @@ class SessionRegistry:
 
     def message_received(self, channel: str, payload: bytes) -> None:
         """Transport callback: one command arrived. Never blocks, never raises."""
+        if self._own_origin in payload:
+            return
         try:
             command = self._codec.decode(payload)
         except WireError as error:

@@ -177,9 +177,9 @@ class WireCodec:
         """
         if self._signing is not None:
             return None
-        body = json.dumps(
-            _to_json(replace(command, sequence=0)), separators=(",", ":"), ensure_ascii=False
-        ).encode("utf-8")
+        if command.sequence:
+            command = replace(command, sequence=0)
+        body = json.dumps(_to_json(command), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
         return b'{"s":', b"," + body[1:]
 
     def sign(self, body: bytes) -> bytes:

@@ -172,3 +172,25 @@ async def test_a_replay_from_a_node_that_has_left_is_dropped() -> None:
         await nodes.transport(0).publish(channel, recorded[-1])
         await settle()
         assert connection.sent == ["once"]
+
+
+async def test_own_commands_are_ignored_unread_and_only_they() -> None:
+    """A node drops its own commands (they come back on the channels it holds) before
+    decoding them; a command whose text merely quotes the node's origin is applied."""
+    async with cluster(2) as nodes:
+        connection = RecordingConnection()
+        await nodes[0].register(connection, "session-a")
+        channel = nodes[0].names.channel(nodes[0].names.key_hash("session-a"))
+        before = nodes[0].stats()
+        own = b'{"v":1,"op":"close","o":"node0","s":"not even valid"}'
+        await nodes[1].transport.publish(channel, own)
+        await settle()
+        after = nodes[0].stats()
+        assert after["commands_received"] == before["commands_received"]
+        assert after["commands_dropped"] == before["commands_dropped"]  # not even counted as malformed
+        quoting = '"o":"node0" said goodbye'
+        await nodes[1].send_all("session-a", quoting)
+        await nodes[1].close_all("session-a", reason=quoting)
+        await wait_for(lambda: connection.close_code == 1000)
+        assert connection.sent == [quoting]
+        assert connection.close_reason == quoting
