@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from xml.etree import ElementTree
 
 import pytest
 
@@ -76,3 +77,15 @@ def test_cluster_benchmark(tmp_path: Path) -> None:
         assert measured["floor"]["sum"]["p50_ms"] > 0
         assert set(measured["close_all"]) == {"1", "2"}
         assert measured["close_all"]["1"]["p50_ms"] > 0
+
+
+def test_the_chart_draws_every_result_as_valid_svg(tmp_path: Path) -> None:
+    chart = tmp_path / "chart.svg"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.plot", "--out", str(chart)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert completed.returncode == 0, completed.stderr
+    root = ElementTree.parse(chart).getroot()
+    labels = [text.text or "" for text in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert any("register + unregister" in label for label in labels)
+    assert any("redis: close_all p50, 1 socket/node" in label for label in labels)
