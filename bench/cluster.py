@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FLOOR_CHANNEL = "bench.floor"
 DOC_START = "<!-- bench.cluster: generated, do not edit by hand -->"
 DOC_END = "<!-- /bench.cluster -->"
+WARM_UP = 10
 
 
 # ---------------------------------------------------------------------- statistics
@@ -106,34 +107,31 @@ def floor_subscribers(kind: str, url: str, channel: str) -> Iterator[list[subpro
                 process.stdout.close()
 
 
-async def broker_floor(
-    kind: str, url: str, channel: str, subscribers: list[subprocess.Popen[str]], iterations: int
-) -> list[float]:
-    """Publish → the last of the three raw subscribers has it."""
+@contextlib.asynccontextmanager
+async def raw_publisher(kind: str, url: str, channel: str) -> AsyncIterator[Callable[[], Awaitable[object]]]:
+    """A publish of one message on ``channel`` with the broker's own client."""
     if kind == "redis":
         client = redis.asyncio.Redis.from_url(url)
         try:
-            return await _publish_rounds(lambda: client.publish(channel, b"x"), subscribers, iterations)
+            yield lambda: client.publish(channel, b"x")
         finally:
             await client.aclose()
+        return
     connection = await nats.connect(url)
     try:
-        return await _publish_rounds(lambda: connection.publish(channel, b"x"), subscribers, iterations)
+        yield lambda: connection.publish(channel, b"x")
     finally:
         await connection.drain()
 
 
-async def _publish_rounds(
-    publish: Callable[[], Awaitable[object]], subscribers: list[subprocess.Popen[str]], iterations: int
-) -> list[float]:
-    samples = []
-    for _ in range(iterations + 10):
-        started = time.monotonic()
-        await publish()
-        arrivals = [float(await asyncio.to_thread(_read_line, process)) for process in subscribers]
-        samples.append(max(arrivals) - started)
-        await asyncio.sleep(0.002)
-    return samples[10:]  # warm-up
+async def publish_round(
+    publish: Callable[[], Awaitable[object]], subscribers: list[subprocess.Popen[str]]
+) -> float:
+    """Publish → the last of the three raw subscribers has it."""
+    started = time.monotonic()
+    await publish()
+    arrivals = [float(await asyncio.to_thread(_read_line, process)) for process in subscribers]
+    return max(arrivals) - started
 
 
 def _read_line(process: subprocess.Popen[str]) -> str:
@@ -212,17 +210,12 @@ class NodeClients:
                     pipe.close()
 
 
-async def websocket_close_floor(
-    http: aiohttp.ClientSession, clients: NodeClients, node: str, iterations: int
-) -> list[float]:
+async def websocket_close_round(http: aiohttp.ClientSession, clients: NodeClients, node: str) -> float:
     """aiohttp server ``ws.close()`` → the client sees CLOSE (one socket, no sessionws)."""
-    samples = []
-    for _ in range(iterations + 10):
-        (token,) = await clients.ask(0, "raw 1")
-        async with http.post(f"{node}/raw-close", params={"id": token}) as response:
-            called_at = (await response.json())["called_at"]
-        samples.append(await clients.closed(0) - called_at)
-    return samples[10:]
+    (token,) = await clients.ask(0, "raw 1")
+    async with http.post(f"{node}/raw-close", params={"id": token}) as response:
+        called_at = float((await response.json())["called_at"])
+    return await clients.closed(0) - called_at
 
 
 async def raw_closes_floor(
@@ -245,27 +238,26 @@ async def raw_closes_floor(
     return samples[5:]
 
 
-async def close_all_latency(
-    http: aiohttp.ClientSession, clients: NodeClients, nodes: list[str], per_node: int, iterations: int
-) -> dict[str, list[float]]:
+async def close_all_round(
+    http: aiohttp.ClientSession, clients: NodeClients, nodes: list[str], per_node: int, user: str
+) -> tuple[float, float, float]:
     """``close_all(session)`` on node 1 → the last of ``3 x per_node`` clients sees CLOSE;
     also the last of node 1's own sockets (no broker involved) and of the other nodes'."""
-    samples: dict[str, list[float]] = {"all": [], "node1_local": [], "nodes23_remote": []}
-    for iteration in range(iterations + 5):
-        async with http.post(f"{nodes[0]}/login", params={"user": f"bench-{iteration}"}) as response:
-            session = (await response.json())["session"]
-            cookie = "; ".join(f"{name}={morsel.coded_value}" for name, morsel in response.cookies.items())
-        await asyncio.gather(
-            *(clients.ask(index, f"open {per_node} {cookie}") for index in range(len(nodes)))
-        )
-        async with http.post(f"{nodes[0]}/close", params={"key": session}) as response:
-            called_at = (await response.json())["called_at"]
-        closed = await asyncio.gather(*(clients.closed(index) for index in range(len(nodes))))
-        if iteration >= 5:  # warm-up
-            samples["all"].append(max(closed) - called_at)
-            samples["node1_local"].append(closed[0] - called_at)
-            samples["nodes23_remote"].append(max(closed[1:]) - called_at)
-    return samples
+    async with http.post(f"{nodes[0]}/login", params={"user": user}) as response:
+        session = (await response.json())["session"]
+        cookie = "; ".join(f"{name}={morsel.coded_value}" for name, morsel in response.cookies.items())
+    await asyncio.gather(*(clients.ask(index, f"open {per_node} {cookie}") for index in range(len(nodes))))
+    async with http.post(f"{nodes[0]}/close", params={"key": session}) as response:
+        called_at = float((await response.json())["called_at"])
+    closed = await asyncio.gather(*(clients.closed(index) for index in range(len(nodes))))
+    return max(closed) - called_at, closed[0] - called_at, max(closed[1:]) - called_at
+
+
+def _close_all_summary(rounds: list[tuple[float, float, float]]) -> dict[str, Any]:
+    latency: dict[str, Any] = summary([every for every, _, _ in rounds])
+    latency["node1_local"] = summary([local for _, local, _ in rounds])
+    latency["nodes23_remote"] = summary([remote for _, _, remote in rounds])
+    return latency
 
 
 async def register_rates(
@@ -297,8 +289,21 @@ async def measure_broker(
         contextlib.AsyncExitStack() as cleanup,
     ):
         cleanup.callback(clients.close)
-        broker_samples = await broker_floor(kind, url, FLOOR_CHANNEL, subscribers, iterations)
-        ws_floor = await websocket_close_floor(http, clients, nodes[0], iterations)
+        publish = await cleanup.enter_async_context(raw_publisher(kind, url, FLOOR_CHANNEL))
+        # The floors and the one-socket close-all are measured round by round, in turn: on
+        # a shared machine whose speed drifts, figures taken minutes apart would compare
+        # the drift.
+        broker_samples: list[float] = []
+        ws_floor: list[float] = []
+        single: list[tuple[float, float, float]] = []
+        for iteration in range(iterations + WARM_UP):
+            broker_sample = await publish_round(publish, subscribers)
+            ws_sample = await websocket_close_round(http, clients, nodes[0])
+            close_sample = await close_all_round(http, clients, nodes, 1, f"bench-{iteration}")
+            if iteration >= WARM_UP:
+                broker_samples.append(broker_sample)
+                ws_floor.append(ws_sample)
+                single.append(close_sample)
         floor = {
             "broker_publish_to_3_subscribers": summary(broker_samples),
             "websocket_close": summary(ws_floor),
@@ -309,10 +314,14 @@ async def measure_broker(
         }
         close_all = {}
         for per_node in options.sockets:
-            measured = await close_all_latency(http, clients, nodes, per_node, iterations)
-            latency: dict[str, Any] = summary(measured["all"])
-            latency["node1_local"] = summary(measured["node1_local"])
-            latency["nodes23_remote"] = summary(measured["nodes23_remote"])
+            if per_node == 1:
+                rounds = single
+            else:
+                rounds = [
+                    await close_all_round(http, clients, nodes, per_node, f"bench-{per_node}-{iteration}")
+                    for iteration in range(iterations + WARM_UP)
+                ][WARM_UP:]
+            latency = _close_all_summary(rounds)
             latency["ratio_p50"] = latency["p50_ms"] / floor["sum"]["p50_ms"]
             latency["ratio_p99"] = latency["p99_ms"] / floor["sum"]["p99_ms"]
             if per_node > 1:
