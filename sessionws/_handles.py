@@ -82,8 +82,9 @@ class Handle:
         "_queue",
         "connection",
         "number",
+        "others",
         "registration_sequence",
-        "states",
+        "state",
     )
 
     #: ``"<node id>."``, set by the registry's subclass.
@@ -91,13 +92,20 @@ class Handle:
     _queue: deque[SendItem | CloseItem]  # set by the first enqueue
 
     def __init__(
-        self, number: int, connection: Connection, states: tuple[KeyState, ...], sequence: int = 0
+        self,
+        number: int,
+        connection: Connection,
+        state: KeyState,
+        others: tuple[KeyState, ...] = (),
+        sequence: int = 0,
     ) -> None:
         self.number = number
         self.connection = connection
-        #: The node's state of each key (a state lives while it holds a handle, so
-        #: leaving needs no lookup).
-        self.states = states
+        # The node's state of the first key and of the others, if any (a state lives
+        # while it holds a handle, so leaving needs no lookup). Most sockets have one
+        # key: a tuple of one would be one more object made and collected per socket.
+        self.state = state
+        self.others = others
         self.registration_sequence = sequence
         self._flags = 0
 
@@ -110,6 +118,11 @@ class Handle:
     def id(self) -> str:
         """``<node id>.<number>``: unique across the cluster (node ids are random)."""
         return f"{self.prefix}{self.number}"
+
+    @property
+    def states(self) -> tuple[KeyState, ...]:
+        """The node's state of each key of this connection."""
+        return (self.state, *self.others)
 
     @property
     def keys(self) -> tuple[str, ...]:

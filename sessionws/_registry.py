@@ -353,16 +353,24 @@ class SessionRegistry:
             state = self._keys.get(keys)
             if state is not None and state.ready:
                 self._handle_counter += 1
-                handle = self._new_handle(self._handle_counter, connection, (state,), self._known_sequence)
+                handle = self._new_handle(self._handle_counter, connection, state, (), self._known_sequence)
                 state.handles.add(handle)
                 return handle
+        return await self._register(connection, keys)
+
+    async def _register(self, connection: Connection, keys: str | Iterable[str]) -> Handle:
+        """The general path: new keys, lingering keys, keys with closes remembered, the
+        broker away, a policy or an event callback. (Apart from ``register`` so that the
+        short path's coroutine stays small: its frame is made for every socket.)"""
         if not self._registering:
             self._refuse_registration()
         key_tuple = (keys,) if type(keys) is str and keys else _normalize_keys(keys)
         table = self._keys
         states = tuple(table.get(key) or self._table.create(key) for key in key_tuple)
         self._handle_counter += 1
-        handle = self._new_handle(self._handle_counter, connection, states, self._known_sequence)
+        handle = self._new_handle(
+            self._handle_counter, connection, states[0], states[1:], self._known_sequence
+        )
         new_states: list[KeyState] | None = None
         waiting: list[Batch] | None = None
         # A key this node holds knows whether it was closed or revoked; a new key is
@@ -461,11 +469,17 @@ class SessionRegistry:
         handle._flags = (flags | CLOSED_FLAG) & ~PENDING_FLAG
         if flags & QUEUED_FLAG:
             handle.drop_queue()
-        for state in handle.states:
-            members = state.handles
-            members.discard(handle)
-            if not members:
-                self._table.start_linger(state)
+        state = handle.state
+        members = state.handles
+        members.discard(handle)
+        if not members:
+            self._table.start_linger(state)
+        if handle.others:
+            for state in handle.others:
+                members = state.handles
+                members.discard(handle)
+                if not members:
+                    self._table.start_linger(state)
         if self._on_event is not None:
             self._emit("unregistered", handle=handle.id)
 
