@@ -35,7 +35,8 @@ def _load(path: Path) -> Any:
 def bars(results: Path) -> list[Bar]:
     found: list[Bar] = []
     if register := _load(results / "register.json"):
-        found.append(Bar("register + unregister, local (best/best)", register["ratio"], 5.0))
+        ratio = register.get("ratio_median_of_pairs", register["ratio"])
+        found.append(Bar("register + unregister, local (median of pairs)", ratio, 5.0))
     if cluster := _load(results / "cluster.json"):
         for kind, result in cluster["brokers"].items():
             for per_node, latency in result["close_all"].items():
