@@ -82,6 +82,14 @@ class Markers:
         self._execute = execute
         self._options = options
 
+    async def _run(self, script: bytes, sha: str, key_count: int, *keys_and_args: Any) -> Any:
+        """Run a script by its SHA1, loading it with EVAL where the server lacks it."""
+        try:
+            return await self._execute("EVALSHA", sha, key_count, *keys_and_args)
+        except NoScriptError:
+            # A restarted server forgot the script; EVAL loads it again.
+            return await self._execute("EVAL", script, key_count, *keys_and_args)
+
     async def current_sequence(self) -> int:
         value = await self._execute("GET", self._options.sequence_key)
         return 0 if value is None else int(value)
@@ -94,12 +102,7 @@ class Markers:
         if not isinstance(value, bytes | bytearray | memoryview):
             raise TypeError(f"a marker's value must be bytes, got {type(value).__name__}")
         keys_and_args = (self._options.sequence_key, marker_key, bytes(value), _milliseconds(ttl))
-        try:
-            result = await self._execute("EVALSHA", _MARK_SHA, 2, *keys_and_args)
-        except NoScriptError:
-            # A restarted server forgot the script; EVAL loads it again.
-            result = await self._execute("EVAL", _MARK_SCRIPT, 2, *keys_and_args)
-        return int(result)
+        return int(await self._run(_MARK_SCRIPT, _MARK_SHA, 2, *keys_and_args))
 
     async def mark_and_publish(
         self, key: str, value: bytes, ttl: float, sequence: int, channel: str, payload: bytes
@@ -113,11 +116,7 @@ class Markers:
             channel,
             bytes(payload),
         )
-        try:
-            result = await self._execute("EVALSHA", _MARK_AND_PUBLISH_SHA, 1, *arguments)
-        except NoScriptError:
-            result = await self._execute("EVAL", _MARK_AND_PUBLISH_SCRIPT, 1, *arguments)
-        return int(result)
+        return int(await self._run(_MARK_AND_PUBLISH_SCRIPT, _MARK_AND_PUBLISH_SHA, 1, *arguments))
 
     async def mark_and_publish_numbered(
         self, key: str, value: bytes, ttl: float, channel: str, head: bytes, tail: bytes
@@ -132,11 +131,7 @@ class Markers:
             bytes(head),
             bytes(tail),
         )
-        try:
-            result = await self._execute("EVALSHA", _NUMBERED_SHA, 2, *keys_and_args)
-        except NoScriptError:
-            result = await self._execute("EVAL", _NUMBERED_SCRIPT, 2, *keys_and_args)
-        sequence, receivers = result
+        sequence, receivers = await self._run(_NUMBERED_SCRIPT, _NUMBERED_SHA, 2, *keys_and_args)
         return int(sequence), int(receivers)
 
     async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
