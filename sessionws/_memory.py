@@ -32,6 +32,13 @@ __all__ = ("MemoryHub", "MemoryTransport")
 logger = logging.getLogger("sessionws")
 
 _DEFAULT_MAX_PAYLOAD = 1 << 20
+#: Room for a sequence spliced into a payload (a 64-bit integer has at most 20 digits).
+_SEQUENCE_DIGITS = 20
+
+
+def _check_ttl(ttl: float) -> None:
+    if ttl <= 0:
+        raise ValueError("a marker's ttl must be positive")
 
 
 class MemoryHub:
@@ -231,6 +238,16 @@ class MemoryTransport:
             self._put(True)
 
     # --- Transport --------------------------------------------------------------
+    def _check_payload(self, size: int) -> None:
+        if size > self.max_payload:
+            raise ValueError(f"payload of {size} bytes exceeds the broker limit of {self.max_payload}")
+
+    async def _broker_step(self) -> None:
+        """One call to the broker: it must be reachable before and after the checkpoint."""
+        self._require_connection()
+        await anyio.lowlevel.checkpoint()
+        self._require_connection()
+
     async def subscribe(self, channels: Sequence[str]) -> None:
         self._wanted.update(channels)
         self._require_connection()
@@ -252,13 +269,8 @@ class MemoryTransport:
         await anyio.lowlevel.checkpoint()
 
     async def publish(self, channel: str, payload: bytes) -> int | None:
-        if len(payload) > self.max_payload:
-            raise ValueError(
-                f"payload of {len(payload)} bytes exceeds the broker limit of {self.max_payload}"
-            )
-        self._require_connection()
-        await anyio.lowlevel.checkpoint()
-        self._require_connection()
+        self._check_payload(len(payload))
+        await self._broker_step()
         return self.hub._publish(channel, payload)
 
     async def current_sequence(self) -> int:
@@ -267,17 +279,12 @@ class MemoryTransport:
         return self.hub._sequence
 
     async def next_sequence(self) -> int:
-        self._require_connection()
-        await anyio.lowlevel.checkpoint()
-        self._require_connection()
+        await self._broker_step()
         return self.hub._next_sequence()
 
     async def mark(self, key: str, value: bytes, ttl: float) -> int:
-        if ttl <= 0:
-            raise ValueError("a marker's ttl must be positive")
-        self._require_connection()
-        await anyio.lowlevel.checkpoint()
-        self._require_connection()
+        _check_ttl(ttl)
+        await self._broker_step()
         return self.hub._mark(key, value, ttl)
 
     async def mark_and_publish(
@@ -285,13 +292,9 @@ class MemoryTransport:
     ) -> int | None:
         """Set a marker taken with ``next_sequence`` (unless a newer one is there) and
         publish, in one step."""
-        if ttl <= 0:
-            raise ValueError("a marker's ttl must be positive")
-        if len(payload) > self.max_payload:
-            raise ValueError(f"payload of {len(payload)} bytes exceeds the limit of {self.max_payload}")
-        self._require_connection()
-        await anyio.lowlevel.checkpoint()
-        self._require_connection()
+        _check_ttl(ttl)
+        self._check_payload(len(payload))
+        await self._broker_step()
         current = self.hub._read(key)
         if current is None or current.sequence < sequence:
             self.hub._markers[key] = (sequence, value, time.monotonic() + ttl)
@@ -302,21 +305,13 @@ class MemoryTransport:
     ) -> tuple[int, int | None]:
         """Take a new sequence, set ``key``'s marker to it and publish ``head +
         b"<sequence>" + tail``, in one step; return the sequence and the receivers."""
-        if ttl <= 0:
-            raise ValueError("a marker's ttl must be positive")
-        if len(head) + len(tail) + 20 > self.max_payload:
-            raise ValueError(
-                f"payload of {len(head) + len(tail)} bytes exceeds the limit of {self.max_payload}"
-            )
-        self._require_connection()
-        await anyio.lowlevel.checkpoint()
-        self._require_connection()
+        _check_ttl(ttl)
+        self._check_payload(len(head) + len(tail) + _SEQUENCE_DIGITS)
+        await self._broker_step()
         sequence = self.hub._next_sequence()
         self.hub._markers[key] = (sequence, value, time.monotonic() + ttl)
         return sequence, self.hub._publish(channel, head + str(sequence).encode() + tail)
 
     async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
-        self._require_connection()
-        await anyio.lowlevel.checkpoint()
-        self._require_connection()
+        await self._broker_step()
         return [self.hub._read(key) for key in keys]
