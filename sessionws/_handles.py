@@ -247,7 +247,7 @@ class KeyState:
     @subscribed.setter
     def subscribed(self, value: bool) -> None:
         self._subscribed = value
-        self.ready = value and self._linger_until is None and not self._closed_before
+        self._update_ready()
 
     @property
     def linger_until(self) -> float | None:
@@ -257,7 +257,7 @@ class KeyState:
     @linger_until.setter
     def linger_until(self, value: float | None) -> None:
         self._linger_until = value
-        self.ready = self._subscribed and value is None and not self._closed_before
+        self._update_ready()
 
     @property
     def closed_before(self) -> bool:
@@ -267,7 +267,10 @@ class KeyState:
     @closed_before.setter
     def closed_before(self, value: bool) -> None:
         self._closed_before = value
-        self.ready = self._subscribed and self._linger_until is None and not value
+        self._update_ready()
+
+    def _update_ready(self) -> None:
+        self.ready = self._subscribed and self._linger_until is None and not self._closed_before
 
     def note_close(self, close: CloseMarker) -> None:
         """Remember a close of this key (from a message, a marker or this node)."""

@@ -136,13 +136,13 @@ class SessionRegistry:
         self.transport: Transport = transport_from_url(transport) if isinstance(transport, str) else transport
         self.names = Names(namespace, name_secret)
         self.node_id = node_id or secrets.token_hex(6)
+        if "." in self.node_id or not self.node_id.isprintable():
+            raise ValueError("node_id must be printable and contain no '.'")
         # The origin field as it appears in this node's own commands. A JSON object of
         # sessionws has one level and escapes quotes inside strings, so these bytes occur
         # in a payload only as its origin: this node's own commands (which come back on
         # the channels it holds) are dropped without decoding.
         self._own_origin = b'"o":' + json.dumps(self.node_id, ensure_ascii=False).encode("utf-8")
-        if "." in self.node_id or not self.node_id.isprintable():
-            raise ValueError("node_id must be printable and contain no '.'")
         self.publish_only = publish_only
         grace = getattr(self.transport, "interest_grace", 0.0) if interest_grace is None else interest_grace
         if not isinstance(grace, (int, float)) or grace < 0:
