@@ -16,7 +16,15 @@ from anyio.abc import TaskStatus
 import sessionws_aiohttp as sw
 from sessionws import SessionRegistry
 
-from ._options import REVOKE_TTL, STATIC_DIR, USER_NAME, DemoOptions, public_transport, url_for_humans
+from ._options import (
+    REVOKE_TTL,
+    STATIC_DIR,
+    USER_NAME,
+    DemoOptions,
+    announce,
+    public_transport,
+    url_for_humans,
+)
 from ._signed_cookies import SignedCookieStorage
 
 __all__ = ("Listening", "make_app", "run", "serve")
@@ -187,13 +195,7 @@ def run(options: DemoOptions) -> int:
     async def main() -> None:
         async with anyio.create_task_group() as tasks:
             listening = await tasks.start(serve, options)
-            print(
-                f"sessionws demo (aiohttp) on {listening.url} — "
-                f"transport {public_transport(options.transport)}, node {listening.node}",
-                flush=True,
-            )
-            if options.secret is None and not options.transport.startswith("memory:"):
-                print("note: give every node the same --secret so they share sessions", flush=True)
+            announce("aiohttp", listening.url, options, listening.node)
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     break

@@ -12,6 +12,7 @@ __all__ = (
     "STATIC_DIR",
     "USER_NAME",
     "DemoOptions",
+    "announce",
     "public_transport",
     "url_for_humans",
 )
@@ -60,3 +61,14 @@ def public_transport(url: str) -> str:
 def url_for_humans(host: str, port: int) -> str:
     """``http://host:port/`` for a bound address (IPv6 hosts in brackets)."""
     return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def announce(framework: str, url: str, options: DemoOptions, node: str) -> None:
+    """Print where the demo listens (tests and scripts read this line for the URL)."""
+    print(
+        f"sessionws demo ({framework}) on {url} — "
+        f"transport {public_transport(options.transport)}, node {node}",
+        flush=True,
+    )
+    if options.secret is None and not options.transport.startswith("memory:"):
+        print("note: give every node the same --secret so they share sessions", flush=True)

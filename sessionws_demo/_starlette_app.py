@@ -28,7 +28,15 @@ from starlette.websockets import WebSocket
 import sessionws_starlette as sw
 from sessionws import SessionRegistry
 
-from ._options import REVOKE_TTL, STATIC_DIR, USER_NAME, DemoOptions, public_transport, url_for_humans
+from ._options import (
+    REVOKE_TTL,
+    STATIC_DIR,
+    USER_NAME,
+    DemoOptions,
+    announce,
+    public_transport,
+    url_for_humans,
+)
 
 __all__ = ("create_app", "make_app", "run")
 
@@ -190,13 +198,7 @@ def run(options: DemoOptions) -> int:
     # wait in the backlog instead of being refused.
     listener.listen(2048)
     host, port = listener.getsockname()[:2]
-    print(
-        f"sessionws demo (starlette) on {url_for_humans(host, port)} — "
-        f"transport {public_transport(options.transport)}, node {app.state.node_name}",
-        flush=True,
-    )
-    if options.secret is None and not options.transport.startswith("memory:"):
-        print("note: give every node the same --secret so they share sessions", flush=True)
+    announce("starlette", url_for_humans(host, port), options, app.state.node_name)
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
     with listener:
         server.run(sockets=[listener])
