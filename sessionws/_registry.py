@@ -46,6 +46,8 @@ __all__ = ("SessionRegistry",)
 
 logger = logging.getLogger("sessionws")
 
+_new_object = object.__new__
+
 DEFAULT_MARKER_TTL = 24 * 3600.0
 DEFAULT_REVOKE_TTL = 14 * 24 * 3600.0
 _REVOKED_CACHE_SIZE = 100_000
@@ -179,9 +181,10 @@ class SessionRegistry:
         self._replay = ReplayGuard()
         self._known_sequence = 0
         self._identity: str | None = None
-        #: Registering, connected, no fail-closed policy and no event callback: a
-        #: registration under a key that is ``ready`` takes the short path.
-        self._short = False
+        #: The key table while registering, connected, with no fail-closed policy and no
+        #: event callback (else empty): a registration under a key of it that is
+        #: ``ready`` takes the short path.
+        self._short_keys: dict[str, KeyState] = {}
         self.__connected = False
         self.__registering = False
         self._recovering = False
@@ -235,12 +238,13 @@ class SessionRegistry:
         self._update_short()
 
     def _update_short(self) -> None:
-        self._short = (
+        short = (
             self.__registering
             and self.__connected
             and self._fail_closed_after is None
             and self._on_event is None
         )
+        self._short_keys = self._keys if short else {}
 
     # ------------------------------------------------------------------ lifetime
     async def __aenter__(self) -> Self:
@@ -348,14 +352,25 @@ class SessionRegistry:
         with the connection closed (check ``handle.closing``); under the fail-closed
         policy the connection is closed with 1012.
         """
-        if self._short and type(keys) is str:
-            # The commonest case, a second socket of a session on this node, kept short.
-            state = self._keys.get(keys)
-            if state is not None and state.ready:
-                self._handle_counter += 1
-                handle = self._new_handle(self._handle_counter, connection, state, (), self._known_sequence)
-                state.handles.add(handle)
-                return handle
+        # The commonest case, a second socket of a session on this node, kept short.
+        # The table's keys are valid key strings: any other ``keys`` misses it (an
+        # unhashable one raises) and takes the general path, which checks it.
+        try:
+            state = self._short_keys.get(keys)  # type: ignore[arg-type]
+        except TypeError:
+            state = None
+        if state is not None and state.ready:
+            # Handle.__init__ inlined: calling a Python __init__ costs a third of this path.
+            handle = _new_object(self._new_handle)
+            self._handle_counter += 1
+            handle.number = self._handle_counter
+            handle.connection = connection
+            handle.state = state
+            handle.others = ()
+            handle.registration_sequence = self._known_sequence
+            handle._flags = 0
+            state.handles.add(handle)
+            return handle
         return await self._register(connection, keys)
 
     async def _register(self, connection: Connection, keys: str | Iterable[str]) -> Handle:

@@ -12,6 +12,7 @@ import pytest
 
 import sessionws
 from sessionws import (
+    Handle,
     MemoryTransport,
     SessionKeyIdProvider,
     SessionRegistry,
@@ -20,6 +21,7 @@ from sessionws import (
     transport_from_url,
     validate_close,
 )
+from tests.core.helpers import RecordingConnection
 
 pytestmark = pytest.mark.anyio
 
@@ -59,6 +61,42 @@ async def test_verbs_validate_close_codes_before_doing_anything() -> None:
             await registry.close_all(42)  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="non-empty"):
             await registry.count("")
+
+
+async def test_register_checks_its_keys_on_every_path() -> None:
+    """A held key takes the short path; whatever misses it is checked by the general one."""
+    async with SessionRegistry("memory://") as registry:
+        await registry.register(RecordingConnection("first"), "k")  # "k" is now held
+        for bad, error in (
+            ("", ValueError),
+            ([], ValueError),
+            (["k", ""], ValueError),
+            ([b"k"], TypeError),
+            (42, TypeError),
+            (["k", 42], TypeError),
+        ):
+            with pytest.raises(error):
+                await registry.register(RecordingConnection("bad"), bad)  # type: ignore[arg-type]
+        assert registry.local_count("k") == 1
+
+
+async def test_the_short_path_builds_the_same_handle_as_the_general_path() -> None:
+    """The short path builds its handle without ``Handle.__init__``: every slot is set."""
+    async with SessionRegistry("memory://") as registry:
+        general = await registry.register(RecordingConnection("first"), "k")
+        short = await registry.register(RecordingConnection("second"), "k")
+        other_key = await registry.register(RecordingConnection("third"), ("k", "user"))
+        slots = [name for name in Handle.__slots__ if name not in ("__weakref__", "_queue")]
+        for handle in (general, short, other_key):
+            assert all(hasattr(handle, name) for name in slots), handle
+            assert not handle.pending and not handle.closing
+        assert type(short) is type(general)
+        assert short.id.startswith(f"{registry.node_id}.") and short.id != general.id
+        assert short.states == general.states and short.keys == ("k",)
+        assert other_key.keys == ("k", "user")
+        assert short.registration_sequence == general.registration_sequence
+        await registry.unregister(short)
+        assert registry.local_count("k") == 2
 
 
 class Request:
