@@ -27,8 +27,6 @@ import anyio
 from anyio.abc import TaskStatus
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.connection import AbstractConnection
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis.exceptions import (
     ClusterDownError,
@@ -45,7 +43,13 @@ from sessionws._tasks import background_tasks
 from sessionws_redis._errors import UNREACHABLE_ERRORS, broker_errors
 from sessionws_redis._link import PubSubLink, notify, run_link
 from sessionws_redis._markers import Markers
-from sessionws_redis._options import TransportOptions, check_channels, pubsub_connection_kwargs, split_options
+from sessionws_redis._options import (
+    TransportOptions,
+    bounded,
+    check_channels,
+    pubsub_connection_kwargs,
+    split_options,
+)
 
 __all__ = ("RedisClusterTransport",)
 
@@ -89,7 +93,8 @@ class RedisClusterTransport:
         self.max_payload = self._options.max_payload
         self._client = client
         self._close_client = close_client
-        self._markers = Markers(client.execute_command, self._options)
+        self._command = bounded(client.execute_command, self._options.command_timeout)
+        self._markers = Markers(self._command, self._options)
         self._marker_slot = key_slot(self._options.sequence_key.encode())
         self._wanted: dict[str, int] = {}  # channel -> hash slot
         self._owners: tuple[str, ...] = ()
@@ -110,7 +115,6 @@ class RedisClusterTransport:
         if scheme.lower() not in ("redis+cluster", "rediss+cluster") or not separator:
             raise ValueError(f"RedisClusterTransport takes redis+cluster:// URLs, got {scheme}://")
         transport_options, client_options = split_options(dict(options))
-        client_options.setdefault("retry", Retry(NoBackoff(), 1))
         client = RedisCluster.from_url(
             f"{scheme.lower().removesuffix('+cluster')}://{rest}", **client_options
         )
@@ -295,7 +299,7 @@ class RedisClusterTransport:
         self._options.check_payload(payload)
         self._require_open()
         with broker_errors("SPUBLISH", _CLUSTER_UNREACHABLE):
-            return int(await self._client.spublish(channel, bytes(payload)))
+            return int(await self._command("SPUBLISH", channel, bytes(payload)))
 
     async def current_sequence(self) -> int:
         """The newest sequence taken (0 when none was, or its primary lost its data)."""

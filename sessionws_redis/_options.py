@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -75,10 +76,33 @@ class TransportOptions:
 
 
 def split_options(options: dict[str, Any]) -> tuple[TransportOptions, dict[str, Any]]:
-    """Separate the transport's own keyword options from the Redis client's."""
+    """Separate the transport's own keyword options from the Redis client's, and give
+    the client the transport's defaults (the caller's settings win):
+
+    * one retry without backoff: a command on a connection Redis dropped is tried
+      once more on a new one, and anything longer is the registry's outage handling;
+    * no socket timeout: the transport bounds every command itself (``command_timeout``,
+      a cancel scope). With a socket timeout, redis-py sends each command through
+      ``asyncio.wait_for``, which runs the send in a task of its own: one more task
+      and one more turn of the event loop before a close reaches the wire.
+    """
     names = TransportOptions.__dataclass_fields__.keys()
     own = {name: options.pop(name) for name in list(options) if name in names}
+    options.setdefault("retry", Retry(NoBackoff(), 1))
+    options.setdefault("socket_timeout", None)
     return TransportOptions(**own), options
+
+
+def bounded(execute: Callable[..., Awaitable[Any]], timeout: float) -> Callable[..., Awaitable[Any]]:
+    """``execute`` (a client's ``execute_command``), failing with :class:`TimeoutError`
+    (an ``OSError``: "unreachable") when the server has not answered within ``timeout``.
+    A command cut off mid-read makes redis-py drop that connection."""
+
+    async def command(*arguments: Any) -> Any:
+        with anyio.fail_after(timeout):
+            return await execute(*arguments)
+
+    return command
 
 
 def pubsub_connection_kwargs(connection_kwargs: dict[str, Any]) -> dict[str, Any]:

@@ -16,8 +16,6 @@ from typing import Any
 
 import anyio
 from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
 from sessionws._errors import TransportError
@@ -29,6 +27,7 @@ from sessionws_redis._link import PubSubLink, notify, run_link
 from sessionws_redis._markers import Markers
 from sessionws_redis._options import (
     TransportOptions,
+    bounded,
     check_channels,
     describe_connection,
     pubsub_connection_kwargs,
@@ -54,7 +53,9 @@ class RedisTransport:
       backoff between reconnect attempts (with jitter).
     * ``connect_timeout``: how long ``open()`` keeps trying to reach Redis at start
       before it raises :class:`~sessionws.TransportError`.
-    * ``command_timeout``: how long a subscription may wait for the server.
+    * ``command_timeout``: how long a command or a subscription may wait for the
+      server (default 10 s). The transport bounds commands itself, so the client
+      ``from_url`` builds has no socket timeout unless you pass ``socket_timeout``.
     * ``health_check_interval``: how often an idle pub/sub connection is PINGed, so
       a silently dead peer is noticed within about twice this.
 
@@ -71,7 +72,8 @@ class RedisTransport:
         self.max_payload = self._options.max_payload
         self._client = client
         self._close_client = close_client
-        self._markers = Markers(client.execute_command, self._options)
+        self._command = bounded(client.execute_command, self._options.command_timeout)
+        self._markers = Markers(self._command, self._options)
         self._wanted: set[str] = set()
         self._handler: TransportHandler | None = None
         self._link: PubSubLink | None = None
@@ -89,7 +91,6 @@ class RedisTransport:
         if scheme not in ("redis", "rediss"):
             raise ValueError(f"RedisTransport takes redis:// or rediss:// URLs, got {scheme}://")
         transport_options, client_options = split_options(dict(options))
-        client_options.setdefault("retry", Retry(NoBackoff(), 1))
         client = Redis.from_url(url, **client_options)
         return cls(client, close_client=True, **vars(transport_options))
 
@@ -190,7 +191,7 @@ class RedisTransport:
         self._options.check_payload(payload)
         self._require_open()
         with broker_errors("PUBLISH"):
-            return int(await self._client.publish(channel, bytes(payload)))
+            return int(await self._command("PUBLISH", channel, bytes(payload)))
 
     async def current_sequence(self) -> int:
         """The newest sequence taken (0 when none was, or Redis lost its data)."""

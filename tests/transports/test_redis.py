@@ -197,6 +197,45 @@ async def test_a_hung_broker_is_noticed_by_the_health_check(redis_server: RedisS
         redis_server.resume()
 
 
+async def test_commands_to_a_hung_broker_fail_within_the_command_timeout(redis_server: RedisServer) -> None:
+    """The transport bounds its commands itself: the client it builds has no socket
+    timeout (with one, redis-py sends every command through a task of its own)."""
+    transport = RedisTransport.from_url(redis_server.url, **{**FAST_RECONNECT, "command_timeout": 0.3})
+    assert transport._client.connection_pool.connection_kwargs["socket_timeout"] is None
+    assert (
+        RedisTransport.from_url(
+            redis_server.url, socket_timeout=2.0
+        )._client.connection_pool.connection_kwargs["socket_timeout"]
+        == 2.0
+    )
+    node = Node(transport)
+    try:
+        async with transport.open(node.recorder):
+            assert await transport.publish(channel_name(), b"before") == 0
+            redis_server.pause()
+            for call in (
+                lambda: transport.publish(channel_name(), b"hung"),
+                lambda: transport.mark("k", b"v", 5.0),
+                lambda: transport.read_markers(["k"]),
+                lambda: transport.mark_and_publish_numbered("k", b"v", 5.0, channel_name(), b"h", b"t"),
+            ):
+                started = anyio.current_time()
+                with pytest.raises(TransportError, match="unreachable"):
+                    await call()
+                assert anyio.current_time() - started < 2.0
+            redis_server.resume()
+            # The connections cut off mid-command were dropped; the next command works.
+            with anyio.fail_after(5):
+                while True:
+                    try:
+                        assert await transport.publish(channel_name(), b"after") == 0
+                        break
+                    except TransportError:
+                        await anyio.sleep(0.05)
+    finally:
+        redis_server.resume()
+
+
 async def test_resubscribe_after_restart_covers_channels_added_meanwhile(redis_server: RedisServer) -> None:
     early, late = channel_name(), channel_name()
     subscriber = Node(RedisTransport.from_url(redis_server.url, **FAST_RECONNECT))
