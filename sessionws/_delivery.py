@@ -1,8 +1,13 @@
-"""Delivery to connections: one ordered, bounded queue per connection, drained by a task.
+"""Delivery to connections: one ordered, bounded queue per connection, drained by a worker.
 
-The broker listener only appends to queues (never awaits a client); each connection's
-task sends and closes in issue order, each step bounded by a timeout, so a client that
-never acknowledges a close delays nobody else.
+The broker listener only appends to queues (never awaits a client); a worker task
+drains one connection's queue at a time, sending and closing in issue order, each step
+bounded by a timeout. A connection with work gets an idle worker, or a new one when
+none is idle, so a client that never acknowledges a close delays nobody else.
+
+Workers park when they run out of work (up to ``MAX_IDLE_WORKERS`` of them): waking a
+parked worker costs a fraction of starting a task, and a close is on the path of every
+logout.
 """
 
 from __future__ import annotations
@@ -19,9 +24,22 @@ from sessionws._handles import CloseItem, Completion, Handle, KeyState, SendItem
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-__all__ = ("Delivery",)
+__all__ = ("MAX_IDLE_WORKERS", "Delivery")
 
 logger = logging.getLogger("sessionws")
+
+#: Workers kept parked for the next connection with work; more start when needed.
+MAX_IDLE_WORKERS = 32
+
+
+class _Parked:
+    """A parked worker: woken with the connection it is to drain next."""
+
+    __slots__ = ("handle", "wake")
+
+    def __init__(self) -> None:
+        self.handle: Handle | None = None
+        self.wake = anyio.Event()
 
 
 class Delivery:
@@ -44,6 +62,7 @@ class Delivery:
         self._forget = forget
         self._emit = emit
         self._stats = stats
+        self._idle: list[_Parked] = []
 
     def close(self, handle: Handle, code: int, reason: str, completion: Completion | None = None) -> bool:
         """Queue a close after whatever the connection already has queued.
@@ -86,7 +105,36 @@ class Delivery:
 
     def _start(self, handle: Handle) -> None:
         if self.tasks is not None and handle.start_draining():
-            self.tasks.start_soon(self._drain, handle)
+            if self._idle:
+                parked = self._idle.pop()
+                parked.handle = handle
+                parked.wake.set()
+            else:
+                self.tasks.start_soon(self._work, handle, name="sessionws delivery")
+
+    @property
+    def idle_workers(self) -> int:
+        return len(self._idle)
+
+    async def _work(self, handle: Handle) -> None:
+        """Drain ``handle``'s queue, then park until another connection has work."""
+        while True:
+            await self._drain(handle)
+            if len(self._idle) >= MAX_IDLE_WORKERS:
+                return
+            parked = _Parked()
+            self._idle.append(parked)
+            try:
+                await parked.wake.wait()
+            except BaseException:  # cancelled (the registry is stopping)
+                if parked.handle is None:
+                    self._idle.remove(parked)
+                else:  # woken, but cancelled before draining: let another worker start
+                    parked.handle.stop_draining()
+                raise
+            if parked.handle is None:  # only _start wakes a worker, and gives it a handle
+                return
+            handle = parked.handle
 
     async def _drain(self, handle: Handle) -> None:
         try:

@@ -405,7 +405,7 @@ async def test_a_close_that_fails_is_logged_and_the_socket_unregistered(
         await nodes[0].register(fine, "session-a")
         await nodes[0].close_all("session-a")
         assert nodes[0].local_count("session-a") == 0  # both are closing at once
-        # Each close runs in its own task, in no set order: wait for both to finish.
+        # Each close runs on a worker of its own, in no set order: wait for both to finish.
         await wait_for(lambda: nodes[0].stats()["sockets"] == 0 and fine.closed.is_set())
         assert fine.close_code == 1000
         assert "failed" in caplog.text
