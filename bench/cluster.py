@@ -89,22 +89,50 @@ def broker(kind: str) -> Iterator[str]:
         raise ValueError(f"unknown broker {kind!r}: use redis or nats")
 
 
-@contextlib.contextmanager
-def floor_subscribers(kind: str, url: str, channel: str) -> Iterator[list[subprocess.Popen[str]]]:
+class Child:
+    """A helper process of the benchmark, spoken to a line at a time over its pipes.
+
+    Read with the event loop, not with threads: the harness's own CPU use competes
+    with the processes it measures (two cores for all of them)."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self.process = process
+
+    @classmethod
+    async def start(cls, *arguments: str) -> Child:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, *arguments, stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=ROOT
+        )
+        return cls(process)
+
+    def write_line(self, line: str) -> None:
+        if self.process.stdin is None:
+            raise RuntimeError("the helper's input is not piped")
+        self.process.stdin.write(line.encode() + b"\n")
+
+    async def read_line(self) -> str:
+        if self.process.stdout is None:
+            raise RuntimeError("the helper's output is not piped")
+        return (await self.process.stdout.readline()).decode().strip()
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+
+
+@contextlib.asynccontextmanager
+async def floor_subscribers(kind: str, url: str, channel: str) -> AsyncIterator[list[Child]]:
     """Three raw subscribers of ``channel``, each in its own process (as the nodes are)."""
-    command = [sys.executable, "-m", "bench._subscriber", kind, url, channel]
-    subscribers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT) for _ in range(3)]
+    subscribers = [await Child.start("-m", "bench._subscriber", kind, url, channel) for _ in range(3)]
     try:
-        for process in subscribers:
-            if _read_line(process) != "ready":
+        for subscriber in subscribers:
+            if await subscriber.read_line() != "ready":
                 raise RuntimeError("a floor subscriber did not start")
         yield subscribers
     finally:
-        for process in subscribers:
-            process.kill()
-            process.wait()
-            if process.stdout is not None:
-                process.stdout.close()
+        for subscriber in subscribers:
+            await subscriber.stop()
 
 
 @contextlib.asynccontextmanager
@@ -124,20 +152,12 @@ async def raw_publisher(kind: str, url: str, channel: str) -> AsyncIterator[Call
         await connection.drain()
 
 
-async def publish_round(
-    publish: Callable[[], Awaitable[object]], subscribers: list[subprocess.Popen[str]]
-) -> float:
+async def publish_round(publish: Callable[[], Awaitable[object]], subscribers: list[Child]) -> float:
     """Publish → the last of the three raw subscribers has it."""
     started = time.monotonic()
     await publish()
-    arrivals = [float(await asyncio.to_thread(_read_line, process)) for process in subscribers]
+    arrivals = [float(await subscriber.read_line()) for subscriber in subscribers]
     return max(arrivals) - started
-
-
-def _read_line(process: subprocess.Popen[str]) -> str:
-    if process.stdout is None:
-        raise RuntimeError("the subscriber's output is not piped")
-    return process.stdout.readline().strip()
 
 
 async def subscribe_floor(kind: str, url: str, total: int, batch: int) -> float:
@@ -170,44 +190,32 @@ async def subscribe_floor(kind: str, url: str, total: int, batch: int) -> float:
 class NodeClients:
     """The websocket clients of each node, one process per node (``bench._clients``)."""
 
-    def __init__(self, nodes: list[str]) -> None:
-        self.processes = [
-            subprocess.Popen(
-                [sys.executable, "-m", "bench._clients", node],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
-                cwd=ROOT,
-            )
-            for node in nodes
-        ]
+    def __init__(self, processes: list[Child]) -> None:
+        self.processes = processes
+
+    @classmethod
+    async def start(cls, nodes: list[str]) -> NodeClients:
+        return cls([await Child.start("-m", "bench._clients", node) for node in nodes])
 
     async def ask(self, index: int, command: str) -> list[str]:
         """Send ``command`` to node ``index``'s clients; the words of the ``ready`` answer."""
         process = self.processes[index]
-        if process.stdin is None:
-            raise RuntimeError("the clients' input is not piped")
-        process.stdin.write(command + "\n")
-        process.stdin.flush()
-        answer = (await asyncio.to_thread(_read_line, process)).split()
+        process.write_line(command)
+        answer = (await process.read_line()).split()
         if not answer or answer[0] != "ready":
             raise RuntimeError(f"the clients of node {index + 1} answered {answer!r} to {command!r}")
         return answer[1:]
 
     async def closed(self, index: int) -> float:
         """When the last socket of node ``index``'s newest batch saw its CLOSE."""
-        answer = (await asyncio.to_thread(_read_line, self.processes[index])).split()
+        answer = (await self.processes[index].read_line()).split()
         if len(answer) != 2 or answer[0] != "closed":
             raise RuntimeError(f"the clients of node {index + 1} answered {answer!r}")
         return float(answer[1])
 
-    def close(self) -> None:
+    async def close(self) -> None:
         for process in self.processes:
-            process.kill()
-            process.wait()
-            for pipe in (process.stdin, process.stdout):
-                if pipe is not None:
-                    pipe.close()
+            await process.stop()
 
 
 async def websocket_close_round(http: aiohttp.ClientSession, clients: NodeClients, node: str) -> float:
@@ -278,17 +286,17 @@ async def measure_broker(
     kind: str,
     url: str,
     nodes: list[str],
-    subscribers: list[subprocess.Popen[str]],
     options: argparse.Namespace,
 ) -> dict[str, Any]:
     iterations: int = options.iterations
     connector = aiohttp.TCPConnector(limit=0)
-    clients = NodeClients(nodes)
     async with (
         aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30)) as http,
         contextlib.AsyncExitStack() as cleanup,
     ):
-        cleanup.callback(clients.close)
+        subscribers = await cleanup.enter_async_context(floor_subscribers(kind, url, FLOOR_CHANNEL))
+        clients = await NodeClients.start(nodes)
+        cleanup.push_async_callback(clients.close)
         publish = await cleanup.enter_async_context(raw_publisher(kind, url, FLOOR_CHANNEL))
         # The floors and the one-socket close-all are measured round by round, in turn: on
         # a shared machine whose speed drifts, figures taken minutes apart would compare
@@ -354,9 +362,8 @@ def run_broker(kind: str, options: argparse.Namespace) -> dict[str, Any]:
         try:
             start_nodes(processes)
             time.sleep(1.0)  # membership settles (heartbeats)
-            with floor_subscribers(kind, url, FLOOR_CHANNEL) as subscribers:
-                urls = [node.url for node in processes]
-                return asyncio.run(measure_broker(kind, url, urls, subscribers, options))
+            urls = [node.url for node in processes]
+            return asyncio.run(measure_broker(kind, url, urls, options))
         finally:
             stop_nodes(processes)
 
