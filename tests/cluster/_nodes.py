@@ -170,7 +170,7 @@ class NodeProcess(Node):
         """SIGTERM without waiting (see :meth:`stop`); only once per process.
 
         A second SIGTERM early in aiohttp's shutdown once left a ``sessionws_aiohttp``
-        node spinning (seen once; not reproduced in some 170 tries since, with the second
+        node spinning (seen once; not reproduced in some 150 tries since, with the second
         signal 0-100 ms after the first; the cause is unproven), so it is never sent.
         """
         if self.alive and self._process is not None and not self._terminated:
