@@ -172,7 +172,7 @@ class SessionRegistry:
         self._keys = self._table.by_key
         self._channels = self._table.by_channel
         self._hashes = self._table.by_hash
-        self._new_handle = Handle.for_node(f"{self.node_id}.")
+        self._handle_class = Handle.for_node(f"{self.node_id}.")
         self._handle_counter = 0
         self._revoked: OrderedDict[str, tuple[float, int, str]] = OrderedDict()
         self._outbox: deque[_Outgoing] = deque()
@@ -361,7 +361,7 @@ class SessionRegistry:
             state = None
         if state is not None and state.ready:
             # Handle.__init__ inlined: calling a Python __init__ costs a third of this path.
-            handle = _new_object(self._new_handle)
+            handle = _new_object(self._handle_class)
             self._handle_counter += 1
             handle.number = self._handle_counter
             handle.connection = connection
@@ -383,7 +383,7 @@ class SessionRegistry:
         table = self._keys
         states = tuple(table.get(key) or self._table.create(key) for key in key_tuple)
         self._handle_counter += 1
-        handle = self._new_handle(
+        handle = self._handle_class(
             self._handle_counter, connection, states[0], states[1:], self._known_sequence
         )
         new_states: list[KeyState] | None = None
