@@ -162,7 +162,7 @@ async def test_a_confirmed_close_is_not_complete_while_a_silent_node_may_hold_so
         report = await nodes[0].close_all("session-a", confirm=True, timeout=0.3)
         assert not report.complete
         assert "node2" in report.missing
-        total, complete = await nodes[0].count("session-a", timeout=0.3)
+        _, complete = await nodes[0].count("session-a", timeout=0.3)
         assert not complete
         nodes.transport(2).restore()
         await wait_for(lambda: held.close_code == 1000, timeout=5)  # reconciled from the marker
