@@ -108,7 +108,7 @@ class SessionRegistry:
     * ``publish_only``: a registry that holds no sockets and sends no heartbeats, for
       tools that close, revoke and count from outside the web app (the admin CLI).
     * ``accept_unbound_commands``: with signing keys, also accept signed commands
-      that do not name their key and broker epoch (sent by sessionws before 0.3).
+      that do not name their key and broker epoch (sent by sessionws 0.1).
       Only for the length of a rolling upgrade: such a command can be replayed on
       another key's channel.
     """
