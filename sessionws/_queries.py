@@ -57,7 +57,8 @@ class Query:
 
     @property
     def missing(self) -> frozenset[str]:
-        return self.expected - self.answers.keys()
+        # ``frozenset - dict_keys`` would give a plain set.
+        return self.expected.difference(self.answers)
 
 
 class Queries:
