@@ -57,6 +57,9 @@ _REVOKED_CACHE_SIZE = 100_000
 #: against the broker's counter before it is applied: one message must not push the
 #: replay guard past what the broker can have issued.
 _SEQUENCE_LEAP = 10_000
+#: Commands that may wait for one such check, and how long a check's answer is fresh.
+_FAR_AHEAD_WAITING = 1000
+_SEQUENCE_CHECK_FRESH = 1.0
 #: The outbox retries with a jittered, capped exponential backoff.
 _OUTBOX_MIN_DELAY = 0.05
 _OUTBOX_MAX_DELAY = 2.0
@@ -200,6 +203,8 @@ class SessionRegistry:
         self._membership = Membership(silence=_SILENCE_HEARTBEATS * heartbeat_interval)
         self._replay = ReplayGuard()
         self._known_sequence = 0
+        self._far_ahead: list[tuple[str, Command]] | None = None
+        self._sequence_checked_at = -_SEQUENCE_CHECK_FRESH
         self._identity: str | None = None
         #: The key table while registering, connected, with no fail-closed policy and no
         #: event callback (else empty): a registration under a key of it that is
@@ -915,7 +920,7 @@ class SessionRegistry:
                 self._drop("malformed", "an effectful command without a sequence")
                 return
             if command.sequence > self._known_sequence + _SEQUENCE_LEAP:
-                self._tasks_or_raise().start_soon(self._verify_sequence, channel, command)
+                self._check_far_ahead(channel, command)
                 return
             if not self._replay.accept(command.origin, command.sequence, epoch):
                 self._drop("replayed")
@@ -955,19 +960,39 @@ class SessionRegistry:
             completion.seal()
             self._tasks_or_raise().start_soon(self._reply_when_closed, command, completion)
 
-    async def _verify_sequence(self, channel: str, command: Command) -> None:
-        """A command far ahead of what this node knows: apply it only if the broker
-        has issued that sequence (a node that was quiet for long is simply behind)."""
+    def _check_far_ahead(self, channel: str, command: Command) -> None:
+        """A command far ahead of the newest sequence this node knows: apply it only
+        once the broker's counter shows that sequence was issued (a node that was quiet
+        for long is simply behind). One check at a time, for every command waiting on
+        it; right after a check, a sequence still that far ahead cannot be genuine."""
+        if self._far_ahead is None:
+            if time.monotonic() - self._sequence_checked_at < _SEQUENCE_CHECK_FRESH:
+                self._drop("sequence", f"sequence {command.sequence} is far ahead of the broker's counter")
+                return
+            self._far_ahead = [(channel, command)]
+            self._tasks_or_raise().start_soon(self._check_sequences)
+        elif len(self._far_ahead) < _FAR_AHEAD_WAITING:
+            self._far_ahead.append((channel, command))
+        else:
+            self._drop("sequence", "too many commands wait for a sequence check")
+
+    async def _check_sequences(self) -> None:
+        current: int | None
         try:
             current = await self.transport.current_sequence()
         except TransportError:
-            self._drop("sequence", "could not check a sequence far ahead with the unreachable broker")
-            return
-        self._note_sequence(current)
-        if command.sequence > current:
-            self._drop("sequence", f"sequence {command.sequence} is ahead of the broker's {current}")
-            return
-        self._dispatch_safely(channel, command)
+            current = None
+        waiting, self._far_ahead = self._far_ahead or [], None
+        self._sequence_checked_at = time.monotonic()
+        if current is not None:
+            self._note_sequence(current)
+        for channel, command in waiting:
+            if current is None:
+                self._drop("sequence", "could not check a sequence far ahead: the broker is unreachable")
+            elif command.sequence > current:
+                self._drop("sequence", f"sequence {command.sequence} is ahead of the broker's {current}")
+            else:
+                self._dispatch_safely(channel, command)
 
     def _dispatch_safely(self, channel: str, command: Command) -> None:
         # An exception here is a bug, not a bad message (those are dropped before):
