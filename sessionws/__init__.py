@@ -10,7 +10,13 @@ from sessionws._codes import (
     CLOSE_UNKNOWN_STATE,
     validate_close,
 )
-from sessionws._errors import BrokerUnavailableError, NotConfiguredError, SessionWSError, TransportError
+from sessionws._errors import (
+    BrokerUnavailableError,
+    KeyRevokedError,
+    NotConfiguredError,
+    SessionWSError,
+    TransportError,
+)
 from sessionws._handles import Handle
 from sessionws._ids import IdFactory, SessionKeyIdProvider, default_id_factory, normalize_id_factory
 from sessionws._memory import MemoryHub, MemoryTransport
@@ -35,6 +41,7 @@ __all__ = (
     "Handle",
     "IdFactory",
     "IdProvider",
+    "KeyRevokedError",
     "Marker",
     "MemoryHub",
     "MemoryTransport",

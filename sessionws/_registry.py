@@ -15,7 +15,7 @@ import random
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -31,9 +31,10 @@ from sessionws._codes import (
     CLOSE_UNKNOWN_STATE,
     validate_close,
 )
+from sessionws._data import check_data
 from sessionws._delivery import Delivery
 from sessionws._droplog import DropLog
-from sessionws._errors import BrokerUnavailableError, NotConfiguredError, TransportError
+from sessionws._errors import BrokerUnavailableError, KeyRevokedError, NotConfiguredError, TransportError
 from sessionws._handles import CLOSED_FLAG, PENDING_FLAG, QUEUED_FLAG, Completion, Handle, KeyState
 from sessionws._keys import Batch, KeyTable
 from sessionws._markers import CloseMarker, KeyMarkers, encode_marker, read_key_markers
@@ -373,13 +374,16 @@ class SessionRegistry:
         return self._tasks
 
     # ------------------------------------------------------------------ registering
-    async def register(self, connection: Connection, keys: str | Iterable[str]) -> Handle:
+    async def register(
+        self, connection: Connection, keys: str | Iterable[str], data: Mapping[str, Any] | None = None
+    ) -> Handle:
         """Register ``connection`` under ``keys``; return once the node is subscribed
         and the keys' markers are checked.
 
         A key that is revoked, or closed while this registration was under way, ends
         with the connection closed (check ``handle.closing``); under the fail-closed
-        policy the connection is closed with 1012.
+        policy the connection is closed with 1012. ``data``, a small JSON object
+        (at most 4 KiB encoded), is kept as ``handle.data`` and shown by ``members``.
         """
         # The commonest case, a second socket of a session on this node, kept short.
         # The table's keys are valid key strings: any other ``keys`` misses it (an
@@ -388,7 +392,7 @@ class SessionRegistry:
             state = self._short_keys.get(keys)  # type: ignore[arg-type]
         except TypeError:
             state = None
-        if state is not None and state.ready:
+        if state is not None and state.ready and data is None:
             # Handle.__init__ inlined: calling a Python __init__ costs a third of this path.
             handle = _new_object(self._handle_class)
             self._handle_counter += 1
@@ -400,21 +404,26 @@ class SessionRegistry:
             handle._flags = 0
             state.handles.add(handle)
             return handle
-        return await self._register(connection, keys)
+        return await self._register(connection, keys, data)
 
-    async def _register(self, connection: Connection, keys: str | Iterable[str]) -> Handle:
+    async def _register(
+        self, connection: Connection, keys: str | Iterable[str], data: Mapping[str, Any] | None = None
+    ) -> Handle:
         """The general path: new keys, lingering keys, keys with closes remembered, the
         broker away, a policy or an event callback. (Apart from ``register`` so that the
         short path's coroutine stays small: its frame is made for every socket.)"""
         if not self._registering:
             self._refuse_registration()
         key_tuple = (keys,) if type(keys) is str and keys else _normalize_keys(keys)
+        checked_data = None if data is None else check_data(data)
         table = self._keys
         states = tuple(table.get(key) or self._table.create(key) for key in key_tuple)
         self._handle_counter += 1
         handle = self._handle_class(
             self._handle_counter, connection, states[0], states[1:], self._known_sequence
         )
+        if checked_data is not None:
+            handle.data_table[handle] = checked_data
         new_states: list[KeyState] | None = None
         waiting: list[Batch] | None = None
         # A key this node holds knows whether it was closed or revoked; a new key is
@@ -522,19 +531,105 @@ class SessionRegistry:
             for state in handle.others:
                 members = state.handles
                 members.discard(handle)
+                if state.added is not None:
+                    state.added.pop(handle, None)
                 if not members:
                     self._table.start_linger(state)
+        if handle.data_table:
+            handle.data_table.pop(handle, None)
         if self._on_event is not None:
             self._emit("unregistered", handle=handle.id)
 
     @asynccontextmanager
-    async def connection(self, connection: Connection, keys: str | Iterable[str]) -> AsyncIterator[Handle]:
+    async def connection(
+        self, connection: Connection, keys: str | Iterable[str], data: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Handle]:
         """``register`` on entry, ``unregister`` on exit, whatever happens inside."""
-        handle = await self.register(connection, keys)
+        handle = await self.register(connection, keys, data)
         try:
             yield handle
         finally:
             await self.unregister(handle)
+
+    def _own_handle(self, handle: object) -> Handle:
+        if not isinstance(handle, self._handle_class):
+            raise TypeError(f"expected a Handle this registry returned from register(), not {handle!r}")
+        if handle.closing:
+            raise ValueError(f"{handle!r} is closed or closing")
+        return handle
+
+    async def set_data(self, handle: Handle, data: Mapping[str, Any] | None) -> None:
+        """Replace ``handle.data`` (``None`` removes it); a JSON object of at most 4 KiB."""
+        handle = self._own_handle(handle)
+        if data is None:
+            handle.data_table.pop(handle, None)
+        else:
+            handle.data_table[handle] = check_data(data)
+
+    async def add_keys(self, handle: Handle, keys: str | Iterable[str]) -> None:
+        """Register ``handle`` under more ``keys`` (a room it joins, a user it logged in
+        as); idempotent. Returns once the keys are subscribed and their markers read,
+        as for ``register``: a close of a key racing the add closes the connection.
+        A revoked key raises :class:`KeyRevokedError` and adds nothing.
+        """
+        handle = self._own_handle(handle)
+        new_keys = [key for key in _normalize_keys(keys) if key not in handle.keys]
+        for key in new_keys:
+            if await self.is_revoked(key):
+                raise KeyRevokedError("a revoked key cannot be added; authenticate again first")
+        handle = self._own_handle(handle)  # still open after the checks
+        new_keys = [key for key in new_keys if key not in handle.keys]
+        if not new_keys:
+            return
+        states = [self._keys.get(key) or self._table.create(key) for key in new_keys]
+        new_states: list[KeyState] = []
+        waiting: list[Batch] = []
+        for state in states:
+            state.handles.add(handle)
+            if state.added is None:
+                state.added = {}
+            state.added[handle] = self._known_sequence
+            if state.linger_until is not None:
+                self._table.keep(state)
+            if not state.subscribed:
+                batch = state.subscribing
+                if isinstance(batch, Batch):
+                    waiting.append(batch)
+                else:
+                    new_states.append(state)
+        handle.others = (*handle.others, *states)
+        if new_states or waiting or not self._connected:
+            batches = [*waiting, *([self._table.join_batch(new_states)] if new_states else [])]
+            for batch in batches:
+                await batch.done.wait()
+            sequence = (
+                min(batch.sequence for batch in batches)
+                if batches and not any(batch.failed for batch in batches)
+                else self._known_sequence
+            )
+            for state in states:
+                if state.added is not None and handle in state.added:
+                    state.added[handle] = min(state.added[handle], sequence)
+        self._check_registration(handle)
+
+    async def remove_keys(self, handle: Handle, keys: str | Iterable[str]) -> None:
+        """Stop holding ``handle`` under ``keys`` (a room it leaves); idempotent. The
+        first key (the session's id, in the adapters) cannot be removed."""
+        handle = self._own_handle(handle)
+        removed = set(_normalize_keys(keys))
+        if handle.state.key in removed:
+            raise ValueError("the first key of a connection (its session's id) cannot be removed")
+        kept: list[KeyState] = []
+        for state in handle.others:
+            if state.key not in removed:
+                kept.append(state)
+                continue
+            state.handles.discard(handle)
+            if state.added is not None:
+                state.added.pop(handle, None)
+            if not state.handles:
+                self._table.start_linger(state)
+        handle.others = tuple(kept)
 
     # ------------------------------------------------------------------ verbs
     async def is_revoked(self, key: str) -> bool:
@@ -715,11 +810,7 @@ class SessionRegistry:
         """Remember ``close`` and close the key's sockets registered before it."""
         state.note_close(close)
         for handle in list(state.handles):
-            if (
-                not handle.pending
-                and handle.registration_sequence < close.sequence
-                and handle.id != close.exclude
-            ):
+            if not handle.pending and state.since(handle) < close.sequence and handle.id != close.exclude:
                 self._delivery.close(handle, close.code, close.reason, completion)
 
     def _queue_outgoing(self, outgoing: _Outgoing, strict: bool) -> None:
