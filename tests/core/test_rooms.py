@@ -150,3 +150,74 @@ async def test_nothing_is_left_after_sockets_with_added_keys_leave() -> None:
         await wait_for(lambda: nodes[1].stats()["subscriptions"] == 0)
         assert nodes[1].stats()["keys"] == 0
         assert all(state.added in (None, {}) for state in nodes[1]._keys.values())
+
+
+async def test_broadcast_reaches_every_socket_of_every_node_but_the_excluded() -> None:
+    async with cluster(3) as nodes:
+        connections = [RecordingConnection(f"c{index}") for index in range(6)]
+        handles = [
+            await nodes[index % 3].register(conn, f"s{index}") for index, conn in enumerate(connections)
+        ]
+        sent_here = await nodes[0].broadcast("hello all", exclude=handles[3])
+        assert sent_here == 1  # node 0 holds sockets 0 and 3; 3 is spared
+        await wait_for(lambda: all(c.sent == ["hello all"] for i, c in enumerate(connections) if i != 3))
+        await settle(0.1)
+        assert connections[3].sent == []
+
+
+async def test_send_to_and_close_handle_reach_one_socket_anywhere_and_say_if_found() -> None:
+    async with cluster(3) as nodes:
+        target, neighbour = RecordingConnection(), RecordingConnection()
+        handle = await nodes[2].register(target, "session-1")
+        await nodes[2].register(neighbour, "session-1")
+        report = await nodes[0].send_to(handle.id, "just you")
+        assert report.found and report.complete and report.node == "node2"
+        await wait_for(lambda: target.sent == ["just you"])
+        assert neighbour.sent == []
+        assert (await nodes[2].send_to(handle.id, "local")).found
+        gone = await nodes[0].send_to("node2.99999", "nobody")
+        assert not gone.found and gone.complete
+        absent_node = await nodes[0].send_to("nosuchnode.1", "nobody", timeout=0.2)
+        assert not absent_node.found and not absent_node.complete
+        closed = await nodes[1].close_handle(handle.id, code=4000, reason="kicked")
+        assert closed.found
+        await wait_for(lambda: target.close_code == 4000 and target.close_reason == "kicked")
+        assert neighbour.close_code is None
+        with pytest.raises(ValueError, match="handle id"):
+            await nodes[0].send_to("not-a-handle-id", "x")
+        with pytest.raises(ValueError):
+            await nodes[0].close_handle(handle.id, code=1005)
+
+
+async def test_confirmed_send_all_says_how_many_sockets_each_node_queued_it_for() -> None:
+    async with cluster(3) as nodes:
+        for index, count in enumerate((1, 2, 0)):
+            for _ in range(count):
+                await nodes[index].register(RecordingConnection(), "room")
+        report = await nodes[0].send_all("room", "hi", confirm=True)
+        assert report.confirmed and report.complete
+        assert report.sent_here == 1 and dict(report.nodes) == {"node1": 2, "node2": 0}
+        assert report.total == 3
+        unconfirmed = await nodes[0].send_all("room", "hi again")
+        assert not unconfirmed.confirmed and unconfirmed.sent_here == 1
+
+
+async def test_members_lists_every_socket_of_a_key_with_its_keys_and_data() -> None:
+    async with cluster(3) as nodes:
+        await nodes[0].register(RecordingConnection(), ["s-ada", "room"], data={"name": "ada"})
+        bob = await nodes[1].register(RecordingConnection(), "s-bob", data={"name": "bob"})
+        await nodes[1].add_keys(bob, "room")
+        await nodes[2].register(RecordingConnection(), "s-eve")
+        listing = await nodes[2].members("room")
+        assert listing.complete and not listing.truncated and len(listing) == 2
+        seen = {(m.node, m.keys, m.data["name"] if m.data else None) for m in listing.members}
+        assert seen == {("node0", ("s-ada", "room"), "ada"), ("node1", ("s-bob", "room"), "bob")}
+        for _ in range(4):
+            await nodes[1].register(RecordingConnection(), "room")
+        limited = await nodes[0].members("room", limit=2)
+        assert limited.truncated and len(limited) == 3  # node 0's one, and two of node 1's five
+        nodes.transport(2).cut()
+        partial = await nodes[0].members("room", timeout=0.3)
+        assert not partial.complete and partial.missing == frozenset({"node2"})
+        with pytest.raises(ValueError):
+            await nodes[0].members("room", limit=0)
