@@ -185,7 +185,7 @@ async def test_send_to_and_close_handle_reach_one_socket_anywhere_and_say_if_fou
         assert neighbour.close_code is None
         with pytest.raises(ValueError, match="handle id"):
             await nodes[0].send_to("not-a-handle-id", "x")
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="1005"):
             await nodes[0].close_handle(handle.id, code=1005)
 
 
@@ -219,5 +219,5 @@ async def test_members_lists_every_socket_of_a_key_with_its_keys_and_data() -> N
         nodes.transport(2).cut()
         partial = await nodes[0].members("room", timeout=0.3)
         assert not partial.complete and partial.missing == frozenset({"node2"})
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="limit"):
             await nodes[0].members("room", limit=0)
