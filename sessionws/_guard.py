@@ -2,8 +2,8 @@
 sockets its session already holds on this node.
 
 The adapters call :meth:`WebSocketGuard.check_origin` first (403), then hold a
-:meth:`WebSocketGuard.socket_slot` from the cap check (429) until the socket is
-registered, so upgrades of one session racing each other cannot overshoot the cap.
+:meth:`WebSocketGuard.socket_slot` from the cap check (429) until the registry counts
+the socket, so upgrades of one session racing each other cannot overshoot the cap.
 Refusals are counted in the registry's ``stats()["refused_by_reason"]`` and logged at
 most once a minute per reason (a cross-site page can send thousands).
 """
@@ -23,6 +23,7 @@ __all__ = (
     "DEFAULT_MAX_SOCKETS_PER_SESSION",
     "REFUSED_ORIGIN",
     "REFUSED_SOCKET_LIMIT",
+    "SocketSlot",
     "WebSocketGuard",
     "WebSocketRefusedError",
 )
@@ -123,35 +124,53 @@ class WebSocketGuard:
         )
 
     @contextmanager
-    def socket_slot(self, registry: Registry, session_id: str) -> Iterator[None]:
-        """Hold one of the session's socket slots while the socket upgrades and registers.
+    def socket_slot(self, registry: Registry, session_id: str) -> Iterator[SocketSlot]:
+        """Hold one of the session's socket slots while the socket upgrades.
 
         Raises :class:`WebSocketRefusedError` (429) when the session already holds
         ``max_sockets_per_session`` sockets on this node (registered or upgrading).
-        Leave the block once the socket is registered (or failed to be).
+        Call the slot's ``release()`` right before ``registry.register(...)``: the
+        registry counts the socket from its first step, before it first waits, so the
+        socket is never counted twice nor missed. Leaving the block releases it too.
         """
         cap = self.max_sockets_per_session
-        if cap is None:
-            yield
-            return
-        upgrading = self._upgrading.get(session_id, 0)
-        if registry.local_count(session_id) + upgrading >= cap:
-            registry.note_refused(REFUSED_SOCKET_LIMIT)
-            self._log.refused(
-                REFUSED_SOCKET_LIMIT,
-                f"a session already holds {cap} websockets on this node (max_sockets_per_session)",
-            )
-            raise WebSocketRefusedError(
-                429,
-                REFUSED_SOCKET_LIMIT,
-                f"websocket refused: this session already has {cap} websockets open on this server",
-            )
-        self._upgrading[session_id] = upgrading + 1
+        slot = SocketSlot(self._upgrading, session_id if cap is not None else None)
+        if cap is not None:
+            upgrading = self._upgrading.get(session_id, 0)
+            if registry.local_count(session_id) + upgrading >= cap:
+                registry.note_refused(REFUSED_SOCKET_LIMIT)
+                self._log.refused(
+                    REFUSED_SOCKET_LIMIT,
+                    f"a session already holds {cap} websockets on this node (max_sockets_per_session)",
+                )
+                raise WebSocketRefusedError(
+                    429,
+                    REFUSED_SOCKET_LIMIT,
+                    f"websocket refused: this session already has {cap} websockets open on this server",
+                )
+            self._upgrading[session_id] = upgrading + 1
         try:
-            yield
+            yield slot
         finally:
-            left = self._upgrading[session_id] - 1
-            if left:
-                self._upgrading[session_id] = left
-            else:
-                del self._upgrading[session_id]
+            slot.release()
+
+
+class SocketSlot:
+    """A session's socket slot held while its socket upgrades (see ``socket_slot``)."""
+
+    __slots__ = ("_session_id", "_upgrading")
+
+    def __init__(self, upgrading: dict[str, int], session_id: str | None) -> None:
+        self._upgrading = upgrading
+        self._session_id = session_id
+
+    def release(self) -> None:
+        """Give the slot back (idempotent): the registry counts the socket from now on."""
+        session_id, self._session_id = self._session_id, None
+        if session_id is None:
+            return
+        left = self._upgrading[session_id] - 1
+        if left:
+            self._upgrading[session_id] = left
+        else:
+            del self._upgrading[session_id]

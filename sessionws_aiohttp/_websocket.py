@@ -65,8 +65,9 @@ async def session_ws(
         await save_session_on(request, websocket)
 
     try:
-        with guard.socket_slot(registry, session_ws_id):
+        with guard.socket_slot(registry, session_ws_id) as slot:
             await websocket.prepare(request)
+            slot.release()  # the registry counts the socket from here on
             # A cancellation while registering leaves nothing registered (the registry sees to it).
             handle = await registry.register(AiohttpConnection(websocket), (session_ws_id, *extra))
     except WebSocketRefusedError as refused:  # only the slot raises it, before the upgrade

@@ -102,9 +102,10 @@ async def session_ws(
             # Closed before the accept, the upgrade fails with 403.
             raise WebSocketException(code=CLOSE_REVOKED, reason="session revoked")
     try:
-        with guard.socket_slot(registry, session_id):
+        with guard.socket_slot(registry, session_id) as slot:
             if websocket.application_state == WebSocketState.CONNECTING:
                 await websocket.accept(subprotocol, headers)
+            slot.release()  # the registry counts the socket from here on
             # Shielded: a cancellation arriving while the registry subscribes would leave the
             # socket registered with nobody holding its handle. It lands just below instead,
             # where ``finally`` unregisters.
