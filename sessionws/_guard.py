@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 #: Sockets one session id may hold on one node. A browser session opens one or two per
 #: tab; 100 is far beyond what people keep open, while one cookie can no longer pin
-#: thousands of sockets (about 60-75 KB each with aiohttp, so at most ~7 MB per node).
+#: thousands of sockets (the quick-start apps grew to 59-75 MB with 1,000 of one cookie).
 DEFAULT_MAX_SOCKETS_PER_SESSION = 100
 
 #: ``refused_by_reason`` keys.

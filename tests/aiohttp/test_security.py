@@ -17,6 +17,7 @@ from sessionws import SessionRegistry
 from tests._upgrade import upgrade_status
 from tests.aiohttp.helpers import (
     Browser,
+    closed_with,
     fast_registry,
     handle_page,
     handle_websocket,
@@ -248,3 +249,31 @@ async def test_pinned_origins_ignore_a_lying_host() -> None:
         assert server.port is not None
         origin = ("Origin", "http://evil.example")
         assert await upgrade_status(server.port, host="evil.example", headers=[origin]) == 403
+
+
+# ---------------------------------------------------------------------- session fixation
+async def readme_login(request: web.Request) -> web.Response:
+    """The README's login: the user in the session, the session-ws id rotated."""
+    session = await aiohttp_session.get_session(request)
+    session["user"] = "alice"
+    response = web.HTTPFound("/")
+    await sw.rotate_session_ws_id(request, response)
+    raise response
+
+
+async def test_rotating_at_login_shuts_out_whoever_knew_the_old_id() -> None:
+    registry = fast_registry()
+    app = secure_app(registry)
+    app.router.add_post("/login", readme_login)
+    async with serve(app) as server, Browser() as victim, Browser() as attacker:
+        planted = await session_of(victim, server)
+        # The attacker holds the very cookie planted in the victim's browser.
+        attacker.http.cookie_jar.update_cookies({"AIOHTTP_SESSION": victim.cookie() or ""})
+        spy, spy_id = await attacker.hello(server)
+        assert spy_id == planted
+        async with victim.http.post(server.make_url("/login"), allow_redirects=False) as response:
+            assert response.status == 302
+        assert await closed_with(spy) == (1000, "session id rotated")
+        assert await refused_status(attacker, server) == 403  # the planted id is revoked
+        _, new_id = await victim.hello(server)
+        assert new_id != planted

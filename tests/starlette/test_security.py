@@ -15,6 +15,8 @@ import pytest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.asyncio.client import ClientConnection, connect
@@ -22,10 +24,11 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
 from sessionws import SessionRegistry, WebSocketGuard
-from sessionws_starlette import SessionWSMiddleware, sessionws_lifespan
+from sessionws_starlette import SessionWSMiddleware, rotate_session_ws_id, sessionws_lifespan
 from tests._upgrade import upgrade_status
 from tests.starlette.apps import SECRET, fast_registry, page, websocket_endpoint
 from tests.starlette.servers import cookie_header, uvicorn_server, ws_url
+from tests.starlette.test_server import close_code
 
 pytestmark = pytest.mark.anyio
 
@@ -268,3 +271,27 @@ async def test_the_refused_session_has_no_id_minted() -> None:
         assert refused.value.response.status_code == 403
         assert "set-cookie" not in refused.value.response.headers
         assert registry.stats()["registered"] == 0
+
+
+# ---------------------------------------------------------------------- session fixation
+async def readme_login(request: Request) -> RedirectResponse:
+    """The README's login: the user in the session, the session-ws id rotated."""
+    request.session["user"] = "alice"
+    response = RedirectResponse("/", status_code=303)
+    await rotate_session_ws_id(request, response)
+    return response
+
+
+async def test_rotating_at_login_shuts_out_whoever_knew_the_old_id() -> None:
+    registry = new_registry()
+    app = secure_app(registry)
+    app.router.routes.append(Route("/login", readme_login, methods=["POST"]))
+    async with served(app) as (base, planted_cookies, planted), httpx.AsyncClient(base_url=base) as victim:
+        victim.cookies = httpx.Cookies(planted_cookies)
+        spy = await open_ws(base, planted_cookies)  # the attacker holds the planted cookie
+        assert (await victim.post("/login")).status_code == 303
+        assert await close_code(spy) == (1000, "session id rotated")
+        assert await refused_status(base, planted_cookies) == 403
+        assert (await victim.get("/")).json()["id"] not in (None, planted)
+        websocket = await open_ws(base, victim.cookies)
+        await websocket.close()
