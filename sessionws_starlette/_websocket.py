@@ -74,7 +74,9 @@ async def session_ws(
     :class:`starlette.exceptions.WebSocketException` (or ``HTTPException`` for a denial
     response), which Starlette turns into the answer, so your endpoint stops there.
     ``subprotocol`` and ``headers`` go to
-    :meth:`WebSocket.accept`; a websocket you already accepted is used as it is.
+    :meth:`WebSocket.accept`; a websocket you already accepted is used as it is (its
+    refusals then come after the upgrade, as a close with 1008, still before anything is
+    registered).
     """
     if isinstance(keys, str):
         raise TypeError("keys must be an iterable of str; wrap a single key in a tuple")
