@@ -239,6 +239,7 @@ class SessionRegistry:
             0,
         )
         self._drops = DropLog(logger)
+        self._refused: dict[str, int] = {}
         self._delivery = Delivery(
             queue_size=queue_size,
             close_timeout=close_timeout,
@@ -1024,6 +1025,11 @@ class SessionRegistry:
             return 0
         return sum(1 for handle in state.handles if not handle.closing)
 
+    def note_refused(self, reason: str) -> None:
+        """Count a websocket an adapter refused before the upgrade (``refused_by_reason``)."""
+        self._refused[reason] = self._refused.get(reason, 0) + 1
+        self._emit("websocket_refused", reason=reason)
+
     async def close_local(self, *, code: int = CLOSE_SHUTDOWN, reason: str = "") -> int:
         """Close every socket on this node (shutdown); wait for them, each bounded by
         ``close_timeout``. Returns how many were closed."""
@@ -1063,6 +1069,7 @@ class SessionRegistry:
             "keys": sum(1 for state in self._keys.values() if state.handles),
             "subscriptions": sum(1 for state in self._keys.values() if state.subscribed),
             "dropped_by_reason": dict(self._drops.counts),
+            "refused_by_reason": dict(self._refused),
             "outbox": len(self._outbox),
             "members": len(self._membership.live()),
             "broker": "connected" if self._connected else "disconnected",

@@ -103,7 +103,8 @@ class Event:
     ``name`` is one of: ``registered``, ``unregistered``, ``closed``, ``overflow``,
     ``command_sent``, ``command_received``, ``command_dropped``, ``broker_lost``,
     ``broker_restored``, ``reconciled``, ``outbox_queued``, ``outbox_sent``,
-    ``member_joined``, ``member_left``. ``detail`` never holds a key in clear.
+    ``member_joined``, ``member_left``, ``websocket_refused`` (by an adapter, before the
+    upgrade). ``detail`` never holds a key in clear.
     """
 
     name: str
