@@ -41,7 +41,7 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("broker_connected", "state", "sessionws_broker_connected", "sessionws.broker.connected",
                "1", "1 while the broker is connected, else 0."),
     MetricSpec("healthy", "state", "sessionws_healthy", "sessionws.healthy", "1",
-               "1 while the broker is connected and reconciled and the outbox is empty, else 0."),
+               "1 while the node is `healthy` (the broker connected and reconciled), else 0."),
     MetricSpec("registered", "counter", "sessionws_registrations", "sessionws.registrations", "{socket}",
                "Sockets registered."),
     MetricSpec("unregistered", "counter", "sessionws_unregistrations", "sessionws.unregistrations",
