@@ -132,3 +132,23 @@ def test_the_plugin_changes_nothing_for_a_suite_that_does_not_use_it(pytester: p
     assert with_plugin == without_plugin
     fixtures = pytester.runpytest_subprocess("--fixtures").stdout.str()
     assert "sessionws_cluster " in fixtures.replace("--", " ")
+
+
+def test_without_autoload_the_conftest_names_the_plugin(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    _project(pytester, "anyio", "")
+    pytester.makeconftest(
+        """
+        import pytest
+
+        pytest_plugins = ["anyio.pytest_plugin", "sessionws.testing.plugin"]
+
+        @pytest.fixture
+        def anyio_backend():
+            return "asyncio"
+        """
+    )
+    result = pytester.runpytest_subprocess()
+    result.assert_outcomes(passed=2)
