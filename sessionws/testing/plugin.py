@@ -23,15 +23,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pytest
 
-if TYPE_CHECKING:
-    from sessionws.testing import MemoryCluster, RecordingConnection
-
-# sessionws itself is imported by the fixtures, not here: the plugin loads in every
-# pytest run of an environment that has sessionws, and costs nothing where unused.
+from sessionws.testing._cluster import TEST_OPTIONS, MemoryCluster, memory_cluster
+from sessionws.testing._connection import RecordingConnection
 
 __all__ = ("sessionws_cluster", "sessionws_cluster_options", "sessionws_connection")
 
@@ -40,8 +37,6 @@ __all__ = ("sessionws_cluster", "sessionws_cluster_options", "sessionws_connecti
 def sessionws_cluster_options() -> dict[str, Any]:
     """Registry options for every node ``sessionws_cluster`` starts (override this
     fixture to change them for a module or a whole suite, e.g. to add ``signing_keys``)."""
-    from sessionws.testing import TEST_OPTIONS
-
     return dict(TEST_OPTIONS)
 
 
@@ -54,8 +49,6 @@ def sessionws_cluster(
     :func:`sessionws.testing.memory_cluster`); ``options`` add to
     ``sessionws_cluster_options``."""
 
-    from sessionws.testing import memory_cluster
-
     def start(size: int = 3, **options: Any) -> AbstractAsyncContextManager[MemoryCluster]:
         return memory_cluster(size, **{**sessionws_cluster_options, **options})
 
@@ -66,6 +59,4 @@ def sessionws_cluster(
 def sessionws_connection() -> Callable[..., RecordingConnection]:
     """``sessionws_connection(name="", **faults)`` makes a
     :class:`sessionws.testing.RecordingConnection` (see it for the faults)."""
-    from sessionws.testing import RecordingConnection
-
     return RecordingConnection
