@@ -12,17 +12,20 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import aiohttp
 import anyio
 import pytest
-from prometheus_client import CollectorRegistry
+from fastapi import FastAPI
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.responses import Response
 
 import sessionws_aiohttp
 from sessionws import Event, MemoryHub, MemoryTransport, SessionRegistry
 from sessionws.metrics import DROP_REASONS, METRICS
 from sessionws.metrics.prometheus import PrometheusMetrics
-from sessionws.testing import memory_cluster
+from sessionws.testing import RecordingConnection, memory_cluster, wait_closed
 from sessionws_demo import DemoOptions
 from sessionws_demo._aiohttp_app import make_app as make_aiohttp_app
 from sessionws_demo._starlette_app import make_app as make_starlette_app
+from sessionws_starlette import sessionws_lifespan
 from tests.aiohttp.helpers import serve
 from tests.starlette.servers import uvicorn_server
 
@@ -234,3 +237,26 @@ async def test_the_demo_runs_without_prometheus_client(node: Node, monkeypatch: 
             assert page.status == 200
         async with http.get(base + "metrics") as response:
             assert response.status == 404
+
+
+async def test_the_readmes_fastapi_wiring() -> None:
+    """The README's Starlette/FastAPI lines (with a Prometheus registry of the test's own)."""
+    prometheus = CollectorRegistry()
+    metrics = PrometheusMetrics(prometheus_registry=prometheus)
+    registry = metrics.watch(SessionRegistry("memory://", on_event=metrics.on_event))
+    app = FastAPI(lifespan=sessionws_lifespan(registry))
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(prometheus), media_type=CONTENT_TYPE_LATEST)
+
+    async with uvicorn_server(app) as base, aiohttp.ClientSession() as http:
+        before = await scrape(http, base + "/")
+        tab = RecordingConnection()
+        await registry.register(tab, "session-1")
+        await scraped_until(http, base + "/", lambda s: value(s, "sessionws_sockets") == 1)
+        await registry.close_all("session-1")
+        await wait_closed(tab)
+        after = await scraped_until(http, base + "/", lambda s: value(s, "sessionws_sockets") == 0)
+        assert value(after, "sessionws_closes_total") == value(before, "sessionws_closes_total") + 1
+        assert value(after, "sessionws_close_duration_seconds_count") == 1
