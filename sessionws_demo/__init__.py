@@ -28,6 +28,8 @@ one websocket:
                        4401 on every node and new ones are refused (403) until the
                        next login or reset → ``{"closed": <sockets closed here>}``
 ``POST /api/broadcast`` send a note to every socket of the session → ``{"sent": true}``
+``GET /metrics``       Prometheus metrics of the node's registry (where
+                       prometheus-client is installed: the ``demo`` extra has it)
 ``GET /ws``            the websocket. Server → client, JSON text:
                        ``{"type": "hello", "node", "session", "user"}`` once,
                        ``{"type": "count", "count": int, "complete": bool}`` whenever

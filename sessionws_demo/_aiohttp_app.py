@@ -16,6 +16,7 @@ from anyio.abc import TaskStatus
 import sessionws_aiohttp as sw
 from sessionws import SessionRegistry
 
+from ._metrics import DemoMetrics
 from ._options import (
     REVOKE_TTL,
     STATIC_DIR,
@@ -32,6 +33,7 @@ __all__ = ("Listening", "make_app", "run", "serve")
 logger = logging.getLogger("sessionws.demo")
 
 _OPTIONS_KEY = web.AppKey("sessionws_demo_options", DemoOptions)
+_METRICS_KEY = web.AppKey("sessionws_demo_metrics", DemoMetrics)
 
 
 def _short(session_ws_id: str | None) -> str | None:
@@ -111,6 +113,11 @@ async def handle_broadcast(request: web.Request) -> web.Response:
     return web.json_response({"sent": True})
 
 
+async def handle_metrics(request: web.Request) -> web.Response:
+    metrics = request.app[_METRICS_KEY]
+    return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
+
+
 async def handle_websocket(request: web.Request) -> web.WebSocketResponse:
     session = await aiohttp_session.get_session(request)
     user = session.get("user")
@@ -159,9 +166,18 @@ def make_app(options: DemoOptions) -> web.Application:
             web.static("/static", STATIC_DIR),
         ]
     )
+    metrics = DemoMetrics.create()
     registry = SessionRegistry(
-        options.transport, namespace=options.namespace, node_id=options.node, revoke_ttl=REVOKE_TTL
+        options.transport,
+        namespace=options.namespace,
+        node_id=options.node,
+        revoke_ttl=REVOKE_TTL,
+        on_event=metrics.on_event if metrics is not None else None,
     )
+    if metrics is not None:
+        metrics.watch(registry)
+        app[_METRICS_KEY] = metrics
+        app.router.add_get("/metrics", handle_metrics)
     sw.setup(app, registry)
     return app
 

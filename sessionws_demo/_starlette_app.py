@@ -20,7 +20,7 @@ from starlette.background import BackgroundTasks
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket
 import sessionws_starlette as sw
 from sessionws import SessionRegistry
 
+from ._metrics import DemoMetrics
 from ._options import (
     REVOKE_TTL,
     STATIC_DIR,
@@ -123,6 +124,11 @@ async def broadcast(request: Request) -> JSONResponse:
     return JSONResponse({"sent": True})
 
 
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: DemoMetrics = request.app.state.metrics
+    return Response(metrics.render(), headers={"Content-Type": metrics.content_type})
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     user = websocket.session.get("user")
     keys = [f"user:{user}"] if isinstance(user, str) else []
@@ -144,11 +150,20 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 def make_app(options: DemoOptions) -> Starlette:
     """The demo as a Starlette application (its registry runs with the app's lifespan)."""
+    metrics = DemoMetrics.create()
     registry = SessionRegistry(
-        options.transport, namespace=options.namespace, node_id=options.node, revoke_ttl=REVOKE_TTL
+        options.transport,
+        namespace=options.namespace,
+        node_id=options.node,
+        revoke_ttl=REVOKE_TTL,
+        on_event=metrics.on_event if metrics is not None else None,
     )
+    routes = [Route("/metrics", metrics_endpoint)] if metrics is not None else []
+    if metrics is not None:
+        metrics.watch(registry)
     app = Starlette(
         routes=[
+            *routes,
             Route("/", page),
             Route("/api/state", state),
             Route("/api/reset", reset, methods=["POST"]),
@@ -171,6 +186,8 @@ def make_app(options: DemoOptions) -> Starlette:
         lifespan=sw.sessionws_lifespan(registry),
     )
     app.state.demo_options = options
+    app.state.metrics = metrics
+    app.state.registry = registry
     app.state.node_name = options.node or registry.node_id
     return app
 
