@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
+
+from sessionws._wire import DropReason
 
 __all__ = ("CLOSE_DURATION_BUCKETS", "DROP_REASONS", "METRICS", "MetricSpec", "dropped", "numbers")
 
@@ -69,7 +71,7 @@ METRICS: tuple[MetricSpec, ...] = (
 
 #: The reasons a broker command is dropped (``stats()["dropped_by_reason"]``); exported at 0
 #: until seen, so that alerts on them have a series to watch.
-DROP_REASONS = ("forged", "malformed", "op", "replayed", "unsigned", "version")
+DROP_REASONS: tuple[str, ...] = tuple(sorted(get_args(DropReason)))
 
 #: Close duration buckets, in seconds: a close is a frame written to a client, bounded
 #: by the registry's ``close_timeout`` (5 s by default).
