@@ -136,8 +136,7 @@ async def handle_websocket(request: web.Request) -> web.WebSocketResponse:
 
 def make_app(options: DemoOptions) -> web.Application:
     """The demo as an aiohttp application (its registry runs with the app)."""
-    secret = options.secret.encode() if options.secret else secrets.token_bytes(32)
-    storage = SignedCookieStorage(secret)
+    storage = SignedCookieStorage(options.secret or secrets.token_hex(32))
     app = web.Application(
         middlewares=[
             aiohttp_session.session_middleware(storage),

@@ -3,8 +3,8 @@
 The same page and endpoints as the aiohttp version, on ``sessionws_starlette``. One
 difference users see: a websocket that arrives before its session has an id is closed
 with 1008 (the page mints the id, and reconnects), where aiohttp mints one on the upgrade.
-The session cookie is Starlette's (``sessionws_demo_starlette``), so an aiohttp node and a
-Starlette node on one host keep separate sessions.
+The session cookie (``sessionws_demo``) is the aiohttp version's too, so aiohttp and
+Starlette nodes given the same ``--secret`` share sessions.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ import sessionws_starlette as sw
 from sessionws import SessionRegistry
 
 from ._options import (
+    COOKIE_MAX_AGE,
+    COOKIE_NAME,
     REVOKE_TTL,
     STATIC_DIR,
     USER_NAME,
@@ -41,8 +43,6 @@ from ._options import (
 __all__ = ("create_app", "make_app", "run")
 
 logger = logging.getLogger("sessionws.demo")
-
-COOKIE_NAME = "sessionws_demo_starlette"
 
 
 def _short(session_ws_id: str | None) -> str | None:
@@ -163,6 +163,7 @@ def make_app(options: DemoOptions) -> Starlette:
                 SessionMiddleware,
                 secret_key=options.secret or secrets.token_hex(32),
                 session_cookie=COOKIE_NAME,
+                max_age=COOKIE_MAX_AGE,
             ),
             # Only the page mints ids (before its first websocket: Safari ignores
             # cookies on the upgrade); static files and the API do not.
