@@ -22,6 +22,8 @@ from ._options import (
     USER_NAME,
     DemoOptions,
     announce,
+    broker_failure,
+    broker_unreachable,
     public_transport,
     url_for_humans,
 )
@@ -201,5 +203,11 @@ def run(options: DemoOptions) -> int:
             tasks.cancel_scope.cancel()
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    except BaseException as error:
+        unreachable = broker_failure(error)
+        if unreachable is None:
+            raise
+        raise SystemExit(broker_unreachable(options, unreachable)) from None
     return 0

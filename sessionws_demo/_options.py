@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sessionws import BrokerUnavailableError
+
 __all__ = (
     "COOKIE_MAX_AGE",
     "COOKIE_NAME",
@@ -15,6 +17,8 @@ __all__ = (
     "USER_NAME",
     "DemoOptions",
     "announce",
+    "broker_failure",
+    "broker_unreachable",
     "public_transport",
     "url_for_humans",
 )
@@ -88,3 +92,23 @@ def announce(framework: str, url: str, options: DemoOptions, node: str) -> None:
         )
     elif options.secret is None:
         print("note: give every node the same --secret so they share sessions", flush=True)
+
+
+def broker_failure(error: BaseException | None) -> BrokerUnavailableError | None:
+    """The ``BrokerUnavailableError`` in ``error`` (or in its exception groups), if any."""
+    if isinstance(error, BrokerUnavailableError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := broker_failure(inner)) is not None:
+                return found
+    return None
+
+
+def broker_unreachable(options: DemoOptions, error: BrokerUnavailableError) -> str:
+    """What to print, instead of a traceback, when the demo cannot reach its broker at start."""
+    return (
+        f"the demo cannot reach its broker at {public_transport(options.transport)}: {error}\n"
+        "start the broker first (redis-server, or nats-server -js), or leave out --transport "
+        "to run the demo on memory:// (a cluster of one)"
+    )

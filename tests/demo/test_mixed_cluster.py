@@ -1,4 +1,5 @@
-"""Two demo processes on one Redis with one ``--secret`` share a session, whatever their framework.
+"""Two demo processes on one Redis with one ``--secret`` share a session, whatever their framework;
+a demo whose broker is unreachable says so plainly.
 
 Real processes (``python -m sessionws_demo``), a real ``redis-server``, real HTTP and
 websocket clients sharing one cookie jar (one browser: cookies are per host, not port).
@@ -20,7 +21,7 @@ from anyio.abc import Process
 from yarl import URL
 
 from sessionws import CLOSE_REVOKED
-from tests._redis_servers import RedisServer, running_redis
+from tests._redis_servers import RedisServer, free_port, running_redis
 from tests.aiohttp.helpers import Browser, closed_with
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -112,3 +113,28 @@ async def test_a_logout_on_one_node_closes_the_sessions_sockets_on_both(
 
         assert await closed_with(socket_one, timeout=10) == (CLOSE_REVOKED, "session revoked")
         assert await closed_with(socket_two, timeout=10) == (CLOSE_REVOKED, "session revoked")
+
+
+@pytest.mark.slow  # the Redis transport keeps trying for its connect_timeout (10 s)
+async def test_an_unreachable_broker_is_said_in_two_lines_not_a_traceback() -> None:
+    broker = f"redis://127.0.0.1:{free_port()}/0"
+    results: dict[str, tuple[int | None, str]] = {}
+
+    async def run(framework: str) -> None:
+        command = [
+            sys.executable, "-m", "sessionws_demo", "--framework", framework, "--port", "0",
+            "--transport", broker, "--secret", SECRET,
+        ]  # fmt: skip
+        completed = await anyio.run_process(command, check=False)
+        results[framework] = (completed.returncode, completed.stderr.decode())
+
+    with anyio.fail_after(50):
+        async with anyio.create_task_group() as tasks:
+            for framework in ("aiohttp", "starlette"):
+                tasks.start_soon(run, framework)
+
+    for framework, (code, errors) in results.items():
+        assert code == 1, (framework, errors)
+        assert "the demo cannot reach its broker at redis://127.0.0.1:" in errors, (framework, errors)
+        assert "leave out --transport" in errors
+        assert "Traceback" not in errors, (framework, errors)
