@@ -5,12 +5,13 @@ Run it with ``scripts/demo`` (or ``python -m sessionws_demo --help``)::
     python -m sessionws_demo --transport memory:// --port 8080 --host 127.0.0.1
 
 ``--port 0`` picks a free port; the URL is printed either way. Two processes given
-the same broker URL and ``--secret`` form a cluster (cookies are per host, not per
-port, so one browser has one session on both).
+the same broker URL and ``--secret`` form a cluster, whatever their ``--framework``
+(both write one session cookie, ``sessionws_demo``, in Starlette's format; cookies are
+per host, not per port, so one browser has one session on both).
 
-The page (``static/``) is framework-neutral: every server version (aiohttp now,
-Starlette later) serves the same files and these endpoints, all JSON over HTTP plus
-one websocket:
+The page (``static/``) is framework-neutral: every server version (aiohttp and
+Starlette) serves the same files and these endpoints, all JSON over HTTP plus one
+websocket:
 
 =====================  ===========================================================
 ``GET /``              the page; ensures the session has a session-ws id first

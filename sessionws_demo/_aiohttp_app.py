@@ -23,6 +23,8 @@ from ._options import (
     USER_NAME,
     DemoOptions,
     announce,
+    broker_failure,
+    broker_unreachable,
     public_transport,
     url_for_humans,
 )
@@ -143,8 +145,7 @@ async def handle_websocket(request: web.Request) -> web.WebSocketResponse:
 
 def make_app(options: DemoOptions) -> web.Application:
     """The demo as an aiohttp application (its registry runs with the app)."""
-    secret = options.secret.encode() if options.secret else secrets.token_bytes(32)
-    storage = SignedCookieStorage(secret)
+    storage = SignedCookieStorage(options.secret or secrets.token_hex(32))
     app = web.Application(
         middlewares=[
             aiohttp_session.session_middleware(storage),
@@ -218,5 +219,11 @@ def run(options: DemoOptions) -> int:
             tasks.cancel_scope.cancel()
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    except BaseException as error:
+        unreachable = broker_failure(error)
+        if unreachable is None:
+            raise
+        raise SystemExit(broker_unreachable(options, unreachable)) from None
     return 0

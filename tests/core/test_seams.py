@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
+import uuid
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -159,6 +161,18 @@ async def test_id_factories_returning_junk_raise_clear_errors(
     with pytest.raises(error, match=message):
         await provider.new_id(request)
     assert request.session == {}
+
+
+def test_an_id_factory_that_cannot_take_the_request_fails_at_construction() -> None:
+    def two_arguments(request: Request, extra: str) -> str:
+        return extra
+
+    for factory in (lambda: "an-id", two_arguments, uuid.uuid4):
+        with pytest.raises(TypeError, match="takes the request as its one argument"):
+            SessionKeyIdProvider(get_session, id_factory=factory)  # type: ignore[arg-type]
+    # Anything that accepts one positional argument is fine.
+    SessionKeyIdProvider(get_session, id_factory=lambda *args: "an-id")
+    SessionKeyIdProvider(get_session, id_factory=functools.partial(lambda prefix, request: prefix, "x"))
 
 
 def test_id_provider_arguments_are_checked() -> None:
