@@ -15,6 +15,8 @@ The conventions (README authors: this is all there is to know):
   with ``mypy --strict``, but not run. It must import what it uses; names that stand for
   the reader's own code are imported from a module ``myapp`` (``from myapp import
   current_user  # yours``), which the type check treats as unknown (``Any``).
+* An **excerpt** (``<!-- excerpt -->`` before the fence) shows part of a file under
+  ``examples/`` that has tests of its own; it must appear there verbatim.
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-__all__ = ("FRAGMENT_MARK", "Block", "python_blocks")
+__all__ = ("EXCERPT_MARK", "FRAGMENT_MARK", "Block", "python_blocks")
 
 FRAGMENT_MARK = "<!-- fragment -->"
+EXCERPT_MARK = "<!-- excerpt -->"
 _FENCE = re.compile(r"^(\s*)(```+|~~~+)\s*([\w+-]*)")
 
-Kind = Literal["program", "fragment"]
+Kind = Literal["program", "fragment", "excerpt"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,9 @@ def python_blocks(path: Path) -> list[Block]:
             end += 1
         if language == "python":
             previous = next((text.strip() for text in reversed(lines[:index]) if text.strip()), "")
-            kind: Kind = "fragment" if previous == FRAGMENT_MARK else "program"
+            kind: Kind = (
+                "fragment" if previous == FRAGMENT_MARK else "excerpt" if previous == EXCERPT_MARK else "program"
+            )
             code = "\n".join(text.removeprefix(indent) for text in lines[start:end]) + "\n"
             blocks.append(Block(path.name, start + 1, kind, code))
         index = end + 1

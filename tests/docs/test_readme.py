@@ -28,7 +28,10 @@ from tests.docs._blocks import FRAGMENT_MARK, Block, python_blocks
 
 ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
-BLOCKS = python_blocks(README)
+ALL_BLOCKS = python_blocks(README)
+#: Excerpts of tested files under examples/ are checked to be verbatim copies instead.
+EXCERPTS = [block for block in ALL_BLOCKS if block.kind == "excerpt"]
+BLOCKS = [block for block in ALL_BLOCKS if block.kind != "excerpt"]
 PROGRAMS = [block for block in BLOCKS if block.kind == "program"]
 
 #: How the type check treats the reader's own code (``from myapp import ...``).
@@ -49,6 +52,14 @@ CONVENTIONS = (
     f"(a block that is not a complete program needs {FRAGMENT_MARK} on the line before its fence; "
     "see tests/docs/_blocks.py)"
 )
+
+
+@pytest.mark.parametrize("block", EXCERPTS, ids=[block.name for block in EXCERPTS])
+def test_every_excerpt_is_a_verbatim_part_of_a_tested_example(block: Block) -> None:
+    sources = [path.read_text() for path in (README.parent / "examples").rglob("*.py")]
+    assert any(block.code in source for source in sources), (
+        f"the excerpt at README.md line {block.line} is not a verbatim part of any file under examples/"
+    )
 
 
 def test_the_readme_has_programs_and_fragments() -> None:
