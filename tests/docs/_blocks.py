@@ -70,9 +70,8 @@ def python_blocks(path: Path) -> list[Block]:
             end += 1
         if language == "python":
             previous = next((text.strip() for text in reversed(lines[:index]) if text.strip()), "")
-            kind: Kind = (
-                "fragment" if previous == FRAGMENT_MARK else "excerpt" if previous == EXCERPT_MARK else "program"
-            )
+            marks: dict[str, Kind] = {FRAGMENT_MARK: "fragment", EXCERPT_MARK: "excerpt"}
+            kind = marks.get(previous, "program")
             code = "\n".join(text.removeprefix(indent) for text in lines[start:end]) + "\n"
             blocks.append(Block(path.name, start + 1, kind, code))
         index = end + 1
