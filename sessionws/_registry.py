@@ -192,6 +192,7 @@ class SessionRegistry:
             apply_markers=self._apply_markers,
             note_sequence=self._note_sequence,
             after_subscribe=self._after_subscribe,
+            check_marker=self._check_marker if self._codec.signed else None,
         )
         # Aliases of the table's dicts: the registering path is hot.
         self._keys = self._table.by_key
@@ -649,7 +650,7 @@ class SessionRegistry:
         if not self._connected:
             return False
         try:
-            markers = await read_key_markers(self.transport, self.names, [key_hash])
+            markers = await self._read_markers([key_hash])
         except TransportError:
             return False
         revoke = markers[key_hash].revoke
@@ -765,10 +766,11 @@ class SessionRegistry:
         if op == "close":
             name = self.names.partial_close_marker if outgoing.exclude else self.names.close_marker
             value = encode_marker(outgoing.code, outgoing.reason, outgoing.exclude)
-            marker = (name(key_hash), value, self._marker_ttl)
+            marker = (name(key_hash), self._sign_marker(name(key_hash), value), self._marker_ttl)
         elif op == "revoke":
             value = encode_marker(outgoing.code, outgoing.reason, expires=time.time() + outgoing.ttl)
-            marker = (self.names.revoke_marker(key_hash), value, outgoing.ttl)
+            name = self.names.revoke_marker
+            marker = (name(key_hash), self._sign_marker(name(key_hash), value), outgoing.ttl)
         command = Command(
             op,
             self.node_id,
@@ -1458,7 +1460,7 @@ class SessionRegistry:
         known = [(key_hash, entry) for key_hash, entry in self._revoked.items() if entry[0] > now]
         if not known:
             return
-        markers = await read_key_markers(self.transport, self.names, [key_hash for key_hash, _ in known])
+        markers = await self._read_markers([key_hash for key_hash, _ in known])
         written = 0
         for key_hash, (expires, code, reason) in known:
             if markers[key_hash].revoke is None and expires > time.monotonic():
@@ -1476,7 +1478,7 @@ class SessionRegistry:
 
     async def _check_markers(self, states: list[KeyState]) -> int:
         """Read the markers of ``states``; close what a missed close or revoke should have."""
-        markers = await read_key_markers(self.transport, self.names, [state.hash for state in states])
+        markers = await self._read_markers([state.hash for state in states])
         closed = 0
         for state in states:
             found = markers.get(state.hash)
@@ -1550,6 +1552,21 @@ class SessionRegistry:
                 logger.warning("the outbox is sent; every command issued here reached the broker")
 
     # ------------------------------------------------------------------ helpers
+    def _sign_marker(self, name: str, value: bytes) -> bytes:
+        return self._codec.sign_marker(name, self.transport.identity, value)
+
+    def _check_marker(self, name: str, value: bytes) -> bytes | None:
+        """A marker read back, if its signature holds (signing on); a forged one is
+        dropped and counted, and counts as absent."""
+        body = self._codec.verify_marker(name, self.transport.identity, value)
+        if body is None:
+            self._drop("forged", "a marker whose signature does not verify")
+        return body
+
+    async def _read_markers(self, key_hashes: list[str]) -> dict[str, KeyMarkers]:
+        check = self._check_marker if self._codec.signed else None
+        return await read_key_markers(self.transport, self.names, key_hashes, check)
+
     def _note_sequence(self, sequence: int) -> None:
         if sequence > self._known_sequence:
             self._known_sequence = sequence
