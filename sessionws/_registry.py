@@ -219,6 +219,7 @@ class SessionRegistry:
         self.__registering = False
         self._recovering = False
         self._recover_again = False
+        self._reassert_pending = False
         self._lost_at: float | None = None
         self._running = False
         self._closing = False
@@ -1437,12 +1438,17 @@ class SessionRegistry:
             self._known_sequence = sequence
             self._replay.reset(sequence, identity)
             self._identity = identity
-            await self._reassert_revocations()
+            self._reassert_pending = True
         elif outage > self._marker_ttl:
             logger.warning("the outage outlived the markers; closing local sockets with 1012")
             self._close_unknown_state(self._all_handles())
         else:
             await self._reconcile()
+        if self._reassert_pending:
+            # Kept apart from the branch above: a retry after a failed write (the broker
+            # refused it) finds the same epoch, and must still write the revocations.
+            await self._reassert_revocations()
+            self._reassert_pending = False
         self._identity = identity
         self._note_sequence(await self.transport.current_sequence())
         self._connected = True
