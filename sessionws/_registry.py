@@ -107,7 +107,10 @@ class SessionRegistry:
       registrations are refused (closed with 1012) and ``healthy`` is false.
       ``None`` (default) keeps serving.
     * ``confirm_timeout``: default wait for answers of ``confirm=True`` and ``count``.
-    * ``on_event``: called with every :class:`~sessionws.Event` (keep it fast).
+    * ``on_event``: called with every :class:`~sessionws.Event` (keep it fast). A
+      callback with an attribute ``socket_events = False`` is not called for
+      ``registered`` / ``unregistered``, and registrations keep their fast path (the
+      metrics exporters' callbacks do this).
     * ``interest_grace``: seconds after a new subscription when the keys' markers are
       read once more, for brokers that spread interest asynchronously (a NATS
       cluster). Default: the transport's ``interest_grace`` attribute, else 0.
@@ -184,6 +187,9 @@ class SessionRegistry:
         self._fail_closed_after = fail_closed_after
         self._confirm_timeout = confirm_timeout
         self._on_event = on_event
+        # Per-socket events cost the registration's short path; a callback that does
+        # not want them says so with ``socket_events = False``.
+        self._socket_events = on_event is not None and bool(getattr(on_event, "socket_events", True))
 
         self._table = KeyTable(
             self.transport,
@@ -274,7 +280,7 @@ class SessionRegistry:
             self.__registering
             and self.__connected
             and self._fail_closed_after is None
-            and self._on_event is None
+            and not self._socket_events
         )
         self._short_keys = self._keys if short else {}
 
@@ -464,7 +470,7 @@ class SessionRegistry:
             check = True
         if check:
             self._check_registration(handle)
-        if self._on_event is not None:
+        if self._socket_events:
             self._emit("registered", handle=handle.id)
         return handle
 
@@ -543,7 +549,7 @@ class SessionRegistry:
                     self._table.start_linger(state)
         if handle.data_table:
             handle.data_table.pop(handle, None)
-        if self._on_event is not None:
+        if self._socket_events:
             self._emit("unregistered", handle=handle.id)
 
     @asynccontextmanager

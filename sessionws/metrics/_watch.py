@@ -14,6 +14,23 @@ __all__ = ("RegistryWatch",)
 logger = logging.getLogger(__name__)
 
 
+def wants_socket_events(callback: Callable[[Event], object] | None) -> bool:
+    return callback is not None and bool(getattr(callback, "socket_events", True))
+
+
+class _EventSink:
+    """A callable ``on_event`` that says whether it wants per-socket events."""
+
+    __slots__ = ("_handle", "socket_events")
+
+    def __init__(self, handle: Callable[[Event], None], socket_events: bool) -> None:
+        self._handle = handle
+        self.socket_events = socket_events
+
+    def __call__(self, event: Event) -> None:
+        self._handle(event)
+
+
 class RegistryWatch:
     """Reads one registry's ``stats()`` and hears its ``closed`` events.
 
@@ -30,6 +47,10 @@ class RegistryWatch:
     ) -> None:
         self._registry: SessionRegistry | None = None
         self._forward = on_event
+        #: The registry's ``on_event``: records close durations, then calls yours. It
+        #: asks for the per-socket events only when your callback wants them, so that
+        #: registrations keep the registry's fast path.
+        self.on_event = _EventSink(self._on_event, wants_socket_events(on_event))
         if registry is not None:
             self.watch(registry)
 
@@ -53,8 +74,7 @@ class RegistryWatch:
         self._registry = registry
         return registry
 
-    def on_event(self, event: Event) -> None:
-        """The registry's ``on_event``: records close durations, then calls yours."""
+    def _on_event(self, event: Event) -> None:
         if event.name == "closed":
             seconds = event.detail.get("seconds")
             if isinstance(seconds, float):
