@@ -31,7 +31,7 @@ from typing import Any, Self
 import anyio
 import pytest
 
-from tests._ports import free_port
+from tests._ports import free_port, wait_stopped
 
 __all__ = (
     "MIN_TTL_VERSION",
@@ -234,6 +234,7 @@ class NatsServer:
         """SIGSTOP the server: connections stay open but nothing is answered."""
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGSTOP)
+            wait_stopped(self._process.pid)
 
     def resume(self) -> None:
         """SIGCONT a paused server."""

@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tests._ports import wait_stopped
 from tests._redis_servers import free_port
 from tests.cluster._app_common import EXIT_WITH_PARENT
 
@@ -161,6 +162,7 @@ class NodeProcess(Node):
         """SIGSTOP: alive for TCP, silent for everything else."""
         if self.alive and self._process is not None:
             self._process.send_signal(signal.SIGSTOP)
+            wait_stopped(self._process.pid)
 
     def resume(self) -> None:
         if self.alive and self._process is not None:
