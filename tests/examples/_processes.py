@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ import anyio
 
 from tests._ports import free_port
 
-__all__ = ("ROOT", "Browser", "ExampleNode", "next_message", "running_nodes")
+__all__ = ("ROOT", "Browser", "ExampleNode", "Inbox", "next_message", "running_nodes")
 
 ROOT = Path(__file__).resolve().parents[2]
 _START_TIMEOUT = 30.0
@@ -147,3 +147,33 @@ async def next_message(
             body: dict[str, Any] = json.loads(message.data)
             if body.get("type") not in ignore:
                 return body
+
+
+class Inbox:
+    """A socket's JSON messages in arrival order; ``take`` removes the first that matches,
+    leaving the others for later (a member list arriving between two chat messages)."""
+
+    def __init__(self, websocket: aiohttp.ClientWebSocketResponse) -> None:
+        self.websocket = websocket
+        self.pending: list[dict[str, Any]] = []
+
+    async def take(
+        self, predicate: Callable[[dict[str, Any]], bool], what: str = "a message"
+    ) -> dict[str, Any]:
+        """The first message (buffered or arriving) for which ``predicate`` is true."""
+        for index, message in enumerate(self.pending):
+            if predicate(message):
+                return self.pending.pop(index)
+        try:
+            with anyio.fail_after(MESSAGE_TIMEOUT):
+                while True:
+                    message = await next_message(self.websocket)
+                    if predicate(message):
+                        return message
+                    self.pending.append(message)
+        except TimeoutError:
+            raise AssertionError(f"no {what} arrived; received meanwhile: {self.pending}") from None
+
+    async def next_of(self, *types: str) -> dict[str, Any]:
+        """The first message of one of ``types``: what arrived first among them."""
+        return await self.take(lambda message: message.get("type") in types, f"message of type {types}")
