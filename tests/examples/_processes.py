@@ -9,7 +9,9 @@ clients are real aiohttp client sessions with their own cookie jars (one per bro
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +31,15 @@ ROOT = Path(__file__).resolve().parents[2]
 _START_TIMEOUT = 30.0
 #: How long a test waits for a message it expects (generous: the machine is shared).
 MESSAGE_TIMEOUT = 10.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before the example starts: SIGTERM when the test process dies (Linux),
+    so a killed test run leaves no example running."""
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 class ExampleNode:
@@ -53,7 +64,12 @@ class ExampleNode:
     def start(self) -> None:
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                self._command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                self._command,
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
 
     def wait_ready(self) -> None:

@@ -23,7 +23,7 @@ import pytest
 from tests._redis_servers import RedisServer, running_redis
 from tests.examples._processes import ROOT, Browser, ExampleNode, next_message, running_nodes
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
 
 SECRET = "the chat's test secret"
 

@@ -19,7 +19,7 @@ import pytest
 from tests._redis_servers import RedisServer, running_redis
 from tests.examples._processes import Browser, ExampleNode, Inbox, running_nodes
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
 
 SECRET = "the rooms' test secret"
 #: What a socket is sent by others (member lists and answers to itself aside).
