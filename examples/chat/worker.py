@@ -12,12 +12,18 @@ text::
 
 ``sockets`` counts the sockets logged in as that user when the message arrived;
 ``complete`` is false when a live node did not answer within ``--timeout`` seconds.
-Several texts are sent in order: each socket receives them in that order.
+Several texts are sent in order: each socket receives them in that order. The worker
+exits with 1 when a report is incomplete.
+
+Over NATS, which does not say how many received a message, a registry learns the live
+nodes from their heartbeats: give it ``--listen 2`` (one heartbeat interval) before the
+first confirmed send, or its first reports may count no node at all.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import re
 import sys
@@ -35,11 +41,12 @@ def user_key(user: str) -> str:
 
 
 async def send_replies(
-    broker: str, users: list[str], texts: list[str], timeout: float
+    broker: str, users: list[str], texts: list[str], *, timeout: float = 2.0, listen: float = 0.0
 ) -> list[dict[str, object]]:
     """Send each text to every socket of each user; one report per (user, text)."""
     reports: list[dict[str, object]] = []
     async with SessionRegistry(broker, publish_only=True) as registry:
+        await anyio.sleep(listen)  # hear the nodes' heartbeats first (see the docstring)
         for text in texts:
             for user in users:
                 payload = json.dumps({"type": "message", "from": "worker", "to": user, "text": text})
@@ -61,12 +68,22 @@ def main() -> None:
     parser.add_argument("--broker", required=True, help="the chat's transport URL, e.g. redis://host:6379/0")
     parser.add_argument("--to", action="append", required=True, metavar="USER", help="repeat for each user")
     parser.add_argument("--timeout", type=float, default=2.0, help="seconds to wait for every node's answer")
+    parser.add_argument("--listen", type=float, default=0.0, help="seconds to learn the nodes first (NATS)")
     parser.add_argument("texts", nargs="+", metavar="TEXT")
     arguments = parser.parse_args()
     for user in arguments.to:
         if not USER_NAME.fullmatch(user):
             parser.error(f"{user!r} is not a user name (1-64 letters, digits, '_', '.' or '-')")
-    reports = anyio.run(send_replies, arguments.broker, arguments.to, arguments.texts, arguments.timeout)
+    reports = anyio.run(
+        functools.partial(
+            send_replies,
+            arguments.broker,
+            arguments.to,
+            arguments.texts,
+            timeout=arguments.timeout,
+            listen=arguments.listen,
+        )
+    )
     for report in reports:
         print(json.dumps(report), flush=True)
     if not all(report["complete"] for report in reports):

@@ -25,7 +25,7 @@ import anyio
 
 from tests._ports import free_port
 
-__all__ = ("ROOT", "Browser", "ExampleNode", "Inbox", "next_message", "running_nodes")
+__all__ = ("MESSAGE_TIMEOUT", "ROOT", "Browser", "ExampleNode", "Inbox", "next_message", "running_nodes")
 
 ROOT = Path(__file__).resolve().parents[2]
 _START_TIMEOUT = 30.0

@@ -20,8 +20,9 @@ import aiohttp
 import anyio
 import pytest
 
+from sessionws import SessionRegistry
 from tests._redis_servers import RedisServer, running_redis
-from tests.examples._processes import ROOT, Browser, ExampleNode, next_message, running_nodes
+from tests.examples._processes import MESSAGE_TIMEOUT, ROOT, Browser, ExampleNode, next_message, running_nodes
 
 pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
 
@@ -171,3 +172,28 @@ async def test_sockets_send_to_users_and_refuse_bad_logins(
         "to": "frank",
         "text": "hi frank",
     }
+
+
+async def test_a_revoked_user_is_logged_out_everywhere_and_cannot_log_in_again(
+    nodes: list[ExampleNode], redis_server: RedisServer, stack: AsyncExitStack
+) -> None:
+    node1, node2 = nodes
+    browser = await stack.enter_async_context(Browser.open())
+    await browser.load_page(node1)
+    logged_in = await connect(stack, browser, node1)
+    await log_in(logged_in, "grace")
+    later = await connect(stack, browser, node2)
+
+    # An admin tool (or the app's "log out everywhere") revokes the user's key.
+    async with SessionRegistry(redis_server.url, publish_only=True) as admin:
+        report = await admin.revoke("user:grace", ttl=60, confirm=True)
+    assert (report.total, report.complete) == (1, True)
+    with anyio.fail_after(MESSAGE_TIMEOUT):
+        closed = await logged_in.receive()
+    assert (closed.type, closed.data) == (aiohttp.WSMsgType.CLOSE, 4401)
+
+    # A socket of the same browser on the other node cannot log in as grace any more...
+    await later.send_json({"type": "auth", "user": "grace", "token": token("grace")})
+    assert "logged out everywhere" in (await next_message(later))["error"]
+    # ...and is still served, as another user.
+    await log_in(later, "heidi")
