@@ -197,3 +197,17 @@ async def test_a_revoked_user_is_logged_out_everywhere_and_cannot_log_in_again(
     assert "logged out everywhere" in (await next_message(later))["error"]
     # ...and is still served, as another user.
     await log_in(later, "heidi")
+
+
+async def test_one_node_runs_on_the_memory_transport(tmp_path: Path, stack: AsyncExitStack) -> None:
+    with running_nodes("examples/chat/app.py", "memory://", SECRET, tmp_path, count=1) as [node]:
+        browser = await stack.enter_async_context(Browser.open())
+        await browser.load_page(node)
+        first, second = await connect(stack, browser, node), await connect(stack, browser, node)
+        await log_in(first, "ivan")
+        await log_in(second, "ivan")
+        await first.send_json({"type": "say", "to": "ivan", "text": "note to self"})
+        for websocket in (first, second):
+            message = await next_message(websocket, ignore=("sent",))
+            assert (message["from"], message["text"]) == ("ivan", "note to self")
+        await stack.aclose()  # the sockets, before the node stops

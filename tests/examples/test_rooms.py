@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -206,3 +207,15 @@ async def test_bad_requests_get_clear_answers(nodes: list[ExampleNode], stack: A
     await erin.websocket.send_bytes(b"\x00")
     assert "text frames" in (await erin.inbox.next_of("error"))["error"]
     await erin.join("attic")  # still served after all that
+
+
+async def test_one_node_runs_on_the_memory_transport(tmp_path: Path, stack: AsyncExitStack) -> None:
+    with running_nodes("examples/rooms/app.py", "memory://", SECRET, tmp_path, count=1) as [node]:
+        browser = await browser_on(stack, node)
+        judy, ken = await person(stack, browser, node, "judy"), await person(stack, browser, node, "ken")
+        await judy.join("porch")
+        await ken.join("porch")
+        await judy.sees_members("porch", [judy, ken])
+        assert (await ken.send(type="say", room="porch", text="hello"))["sockets"] == 2
+        assert (await judy.next_delivery())["text"] == "hello"
+        await stack.aclose()  # the sockets, before the node stops
