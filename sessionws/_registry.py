@@ -913,15 +913,16 @@ class SessionRegistry:
 
     async def broadcast(
         self, data: str | bytes, *, exclude: Handle | str | None = None, strict: bool = False
-    ) -> int:
+    ) -> SendReport:
         """Send ``data`` to every socket of every node, in one broker message
-        (``exclude`` spares one). Returns how many sockets of this node got it."""
+        (``exclude`` spares one). The report counts this node's sockets (a broadcast
+        is not confirmed: ask ``count`` of a key every socket holds if you need to)."""
         self._require_running()
         exclude_id = exclude.id if isinstance(exclude, Handle) else (exclude or "")
         data = self._check_payload(data, exclude=exclude_id)
         sent_here = self._send_to_handles(self._all_handles(), data, exclude_id)
-        await self._send_remote(_Outgoing("broadcast", "", exclude=exclude_id, data=data), strict)
-        return sent_here
+        sent = await self._send_remote(_Outgoing("broadcast", "", exclude=exclude_id, data=data), strict)
+        return SendReport(sent_here, queued=not sent)
 
     async def send_to(
         self, handle_id: str, data: str | bytes, *, timeout: float | None = None, strict: bool = False
@@ -979,7 +980,9 @@ class SessionRegistry:
         """Every socket of ``key`` cluster-wide: handle id, node, keys and data of each.
 
         ``limit`` caps how many each node lists; ``complete`` is as for ``count``.
-        The answers travel on the broker: they carry the sockets' keys and data.
+        The answers travel on the broker: they carry the sockets' keys and data. A
+        socket's keys include its session's id: do not forward ``Member.keys`` to
+        other users (whoever holds a session id can attach sockets to that session).
         """
         self._require_running()
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
