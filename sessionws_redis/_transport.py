@@ -33,6 +33,7 @@ from sessionws_redis._options import (
     pubsub_connection_kwargs,
     split_options,
 )
+from sessionws_redis._urls import split_url, standalone_client_options
 
 __all__ = ("RedisTransport", "transport_from_url")
 
@@ -83,15 +84,19 @@ class RedisTransport:
     def from_url(cls, url: str, **options: Any) -> RedisTransport:
         """A transport for ``redis://`` / ``rediss://`` URLs.
 
-        Transport options (see the class) are taken from ``options``; the rest go to
-        ``redis.asyncio.Redis.from_url``. The transport owns that client and closes
+        Transport options (see the class) are taken from ``options`` and from the
+        URL's query (``?prefix=myapp&command_timeout=2``; keywords win); redis-py's
+        connection options go to ``redis.asyncio.Redis.from_url``. Any other name
+        raises :class:`ValueError` here, naming the valid ones. The transport owns that client and closes
         it when ``open()`` exits.
         """
         scheme = url.partition("://")[0].lower()
         if scheme not in ("redis", "rediss"):
             raise ValueError(f"RedisTransport takes redis:// or rediss:// URLs, got {scheme}://")
-        transport_options, client_options = split_options(dict(options))
-        client = Redis.from_url(url, **client_options)
+        accepted = standalone_client_options(scheme == "rediss", options)
+        parsed = split_url(url, options, client_options=accepted)
+        transport_options, client_options = split_options({**parsed.client, **parsed.own})
+        client = Redis.from_url(parsed.url, **client_options)
         return cls(client, close_client=True, **vars(transport_options))
 
     @property
@@ -238,7 +243,8 @@ class RedisTransport:
 
 
 def transport_from_url(url: str, **options: Any) -> RedisTransport | RedisClusterTransport:
-    """The Redis transport for ``url``: the cluster one for ``redis+cluster://``.
+    """The Redis transport for ``url``: the cluster one for ``redis+cluster://``, the
+    Sentinel one for ``redis+sentinel://``.
 
     This is what the core's URL table calls for the Redis schemes.
     """
@@ -246,9 +252,14 @@ def transport_from_url(url: str, **options: Any) -> RedisTransport | RedisCluste
     scheme = url.partition("://")[0].lower()
     if scheme in ("redis+cluster", "rediss+cluster"):
         return RedisClusterTransport.from_url(url, **options)
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        # Imported here: the Sentinel transport is built on this module's class.
+        from sessionws_redis._sentinel import RedisSentinelTransport
+
+        return RedisSentinelTransport.from_url(url, **options)
     if scheme in ("redis", "rediss"):
         return RedisTransport.from_url(url, **options)
     raise ValueError(
         f"sessionws_redis cannot handle {scheme}:// URLs; use redis://, rediss://, "
-        "redis+cluster:// or rediss+cluster://"
+        "redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://"
     )

@@ -189,6 +189,9 @@ def test_unknown_schemes_list_the_known_ones() -> None:
         ("redis://localhost", "sessionws_redis", "redis"),
         ("rediss://localhost", "sessionws_redis", "redis"),
         ("redis+cluster://localhost", "sessionws_redis", "redis"),
+        ("rediss+cluster://localhost", "sessionws_redis", "redis"),
+        ("redis+sentinel://localhost/mymaster", "sessionws_redis", "redis"),
+        ("rediss+sentinel://localhost/mymaster", "sessionws_redis", "redis"),
         ("nats://localhost", "sessionws_nats", "nats"),
     ],
 )
