@@ -206,6 +206,11 @@ class PubSubLink:
                 self._drop(f"health check failed: {exc}")
                 return
 
+    def reconnect(self, reason: str) -> None:
+        """Drop the current connection now (the run loop connects again, as after a loss):
+        for an owner that learnt the server is no longer the right one."""
+        self._drop(reason)
+
     def _drop(self, reason: str) -> None:
         """Give up on the current connection (the run loop reconnects)."""
         if self._scope is None:

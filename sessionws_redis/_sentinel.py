@@ -6,7 +6,11 @@ through redis-py's :class:`~redis.asyncio.sentinel.Sentinel`. Commands use a
 ``SentinelConnectionPool``, which asks the sentinels again on every new connection;
 the pub/sub link does the same on every reconnect (:class:`SentinelLinkConnection`),
 and refuses a server that is not, or no longer, a master (``ROLE``), so after a
-failover every node ends up on the promoted replica.
+failover every node ends up on the promoted replica. A failover that leaves the old
+master running (``SENTINEL FAILOVER``, a network split) does not drop any
+connection, so the transport also asks the sentinels every
+``failover_check_interval`` seconds (default 1) where the master is, and moves its
+pub/sub connection (and the pool's idle connections) when the answer changed.
 
 A failover may lose writes: Redis replicates asynchronously, so the last markers
 and sequence increments taken on the old master may never have reached the replica
@@ -19,6 +23,7 @@ with 1012 so clients re-authorise, and restarts its sequence bookkeeping).
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Final
@@ -33,13 +38,20 @@ from redis.asyncio.sentinel import (
     SentinelManagedSSLConnection,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from sessionws._protocols import TransportHandler
+from sessionws._tasks import background_tasks
 from sessionws_redis._options import split_options
 from sessionws_redis._transport import RedisTransport
 from sessionws_redis._urls import parameters, split_url, url_path_segments
 
-__all__ = ("RedisSentinelTransport", "SentinelLinkConnection", "SentinelLinkSSLConnection")
+__all__ = (
+    "RedisSentinelTransport",
+    "SentinelLinkConnection",
+    "SentinelLinkPool",
+    "SentinelLinkSSLConnection",
+)
 
 logger = logging.getLogger("sessionws_redis")
 
@@ -80,7 +92,9 @@ class SentinelLinkConnection(SentinelManagedConnection):
             return
         if not self._placing:
             # Called directly (the pub/sub link): ask the sentinels where the master is.
-            await self.connect_to(await self.connection_pool.get_master_address())
+            address = await self.connection_pool.get_master_address()
+            await self.connect_to(address)
+            self.connection_pool.link_address = address
             return
         await super().connect_check_health(
             check_health=check_health, retry_socket_connect=retry_socket_connect
@@ -104,6 +118,12 @@ class SentinelLinkSSLConnection(SentinelLinkConnection, SentinelManagedSSLConnec
     """:class:`SentinelLinkConnection` over TLS."""
 
 
+class SentinelLinkPool(SentinelConnectionPool):
+    """The master's pool, remembering where the pub/sub link last connected."""
+
+    link_address: tuple[str, int] | None = None
+
+
 class RedisSentinelTransport(RedisTransport):
     """A :class:`~sessionws.Transport` over a Redis master that Redis Sentinel watches.
 
@@ -112,7 +132,9 @@ class RedisSentinelTransport(RedisTransport):
     ``redis.asyncio.sentinel.Sentinel`` you made (``RedisSentinelTransport(sentinel,
     "mymaster")``; left open unless ``close_sentinel=True``). ``master_options`` go to
     ``Sentinel.master_for`` (``db``, ``password``, ``ssl_*``, ...). The transport
-    options are those of :class:`~sessionws_redis.RedisTransport`.
+    options are those of :class:`~sessionws_redis.RedisTransport`, plus
+    ``failover_check_interval``: how often the sentinels are asked where the master
+    is (default 1 s), for failovers that drop no connection.
 
     ``identity`` changes when the master changes (a failover, or a restart), because
     asynchronous replication may have lost the newest markers; the registry then
@@ -126,6 +148,7 @@ class RedisSentinelTransport(RedisTransport):
         *,
         master_options: Mapping[str, Any] | None = None,
         close_sentinel: bool = False,
+        failover_check_interval: float = 1.0,
         **options: Any,
     ) -> None:
         if not isinstance(sentinel, Sentinel):
@@ -134,17 +157,26 @@ class RedisSentinelTransport(RedisTransport):
             )
         if not isinstance(service_name, str) or not service_name:
             raise ValueError(f"service_name must be the name the sentinels monitor, got {service_name!r}")
+        if not isinstance(failover_check_interval, int | float) or not 0 < failover_check_interval < math.inf:
+            raise ValueError(
+                "failover_check_interval must be a positive number of seconds, "
+                f"got {failover_check_interval!r}"
+            )
         master = dict(master_options or {})
         for name in ("connection_class", "connection_pool_class"):
             if name in master:
                 raise ValueError(f"{name} is chosen by the transport; pass ssl=True for TLS")
-        client = sentinel.master_for(service_name, connection_pool_class=SentinelConnectionPool, **master)
+        client = sentinel.master_for(service_name, connection_pool_class=SentinelLinkPool, **master)
         # A fresh pool of our own: let its connections (and the pub/sub link's) find
         # the master however they are connected.
         pool = client.connection_pool
+        if not isinstance(pool, SentinelLinkPool):
+            raise TypeError("Sentinel.master_for did not build the pool it was asked for")
         tls = issubclass(pool.connection_class, SSLConnection)
         pool.connection_class = SentinelLinkSSLConnection if tls else SentinelLinkConnection
         super().__init__(client, close_client=True, **options)
+        self._pool: SentinelLinkPool = pool
+        self._failover_check_interval = float(failover_check_interval)
         self.service_name = service_name
         self._sentinel = sentinel
         self._close_sentinel = close_sentinel
@@ -173,7 +205,12 @@ class RedisSentinelTransport(RedisTransport):
             | parameters(ConnectionPool.__init__)
             | _SENTINEL_OPTIONS
         ) - {"host", "port", "connection_class", "connection_pool", "ssl"}
-        parsed = split_url(url, options, client_options=accepted, extra_own={"min_other_sentinels": int})
+        parsed = split_url(
+            url,
+            options,
+            client_options=accepted,
+            extra_own={"min_other_sentinels": int, "failover_check_interval": float},
+        )
         sentinels, service_name, master = _parse_location(url)
         # What redis-py would read from a redis:// URL's query, read the same way.
         query = parsed.url.partition("?")[2]
@@ -187,6 +224,7 @@ class RedisSentinelTransport(RedisTransport):
             "force_master_ip": client.pop("force_master_ip", None),
             "sentinel_kwargs": client.pop("sentinel_kwargs", None),
         }
+        failover_check_interval = parsed.own.pop("failover_check_interval", 1.0)
         transport_options, master_options = split_options({**master, **client, **parsed.own})
         if sentinel_options["sentinel_kwargs"] is None:
             sentinel_options["sentinel_kwargs"] = _default_sentinel_kwargs(tls, master_options)
@@ -198,6 +236,7 @@ class RedisSentinelTransport(RedisTransport):
             service_name,
             master_options=master_options,
             close_sentinel=True,
+            failover_check_interval=failover_check_interval,
             **vars(transport_options),
         )
 
@@ -216,12 +255,37 @@ class RedisSentinelTransport(RedisTransport):
     @asynccontextmanager
     async def _run_sentinel(self, handler: TransportHandler) -> AsyncIterator[None]:
         try:
-            async with super().open(handler):
+            async with super().open(handler), background_tasks() as tasks:
+                tasks.start_soon(self._follow_master)
                 yield
         finally:
+            self._pool.link_address = None
             if self._close_sentinel:
                 with anyio.CancelScope(shield=True):
                     await self._sentinel.aclose()
+
+    async def _follow_master(self) -> None:
+        """Move the pub/sub link when the sentinels name another master."""
+        while True:
+            await anyio.sleep(self._failover_check_interval)
+            link, connected_to = self._link, self._pool.link_address
+            if link is None or not link.connected or connected_to is None:
+                continue  # (re)connecting: it asks the sentinels anyway
+            try:
+                with anyio.fail_after(self._options.command_timeout):
+                    # Also drops the pool's idle connections when the master moved.
+                    address = await self._pool.get_master_address()  # type: ignore[no-untyped-call]
+            except (RedisError, OSError) as exc:
+                logger.debug("asking the sentinels for the master of %r failed: %s", self.service_name, exc)
+                continue
+            if tuple(address) != tuple(connected_to):
+                logger.warning(
+                    "the sentinels name %s:%s as the master of %r now; moving the pub/sub connection there",
+                    address[0],
+                    address[1],
+                    self.service_name,
+                )
+                link.reconnect("the sentinels switched the master")
 
 
 def _default_sentinel_kwargs(tls: bool, master_options: Mapping[str, Any]) -> dict[str, Any]:
