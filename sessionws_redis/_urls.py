@@ -146,9 +146,12 @@ class ParsedUrl:
 def _unknown(
     name: str, where: str, own: Iterable[str], redis_names: Iterable[str], *, query: bool
 ) -> ValueError:
-    own_sorted, redis_sorted = sorted(own), sorted(redis_names)
+    own_sorted = sorted(own)
+    redis_sorted = sorted(set(redis_names) - set(own_sorted))
     guess = difflib.get_close_matches(name, [*own_sorted, *redis_sorted], n=1)
     hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+    if name.startswith("ssl") and "rediss" not in where:
+        hint = " (TLS options need a rediss:// URL)"
     if query:
         theirs = "redis-py's options allowed in a URL are " + ", ".join(redis_sorted)
     else:
