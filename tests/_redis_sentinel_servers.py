@@ -198,6 +198,11 @@ class SentinelGroup:
         and it answers ``ROLE`` as master."""
         old = self.master()
         old.kill()
+        return old, self.wait_failover(old)
+
+    def wait_failover(self, old: RedisServer) -> RedisServer:
+        """Once ``old`` (the master) was killed: the new master, when every sentinel
+        names it and it answers ``ROLE`` as master."""
 
         def promoted() -> bool:
             ports = {sentinel.master_port() for sentinel in self.sentinels}
@@ -207,7 +212,7 @@ class SentinelGroup:
             return bool(role[0] in (b"master", "master"))
 
         _wait(promoted, f"a failover after killing the master on port {old.port}", 60.0)
-        return old, self.master()
+        return self.master()
 
     def rejoin(self, server: RedisServer) -> None:
         """Start a killed server again, empty, as a replica of today's master."""

@@ -134,6 +134,21 @@ async def test_a_ready_sentinel_is_used_and_left_open(redis_sentinel: SentinelGr
         await sentinel.aclose()
 
 
+async def test_a_connection_refuses_a_server_that_is_not_the_master(redis_sentinel: SentinelGroup) -> None:
+    """A sentinel that has not noticed a failover yet names a replica (or a demoted
+    master): the connection sees ``ROLE`` and refuses it, to be tried again."""
+    transport = RedisSentinelTransport.from_url(redis_sentinel.url)
+    replica = redis_sentinel.replicas()[0]
+    connection = transport._pool.make_connection()  # type: ignore[no-untyped-call]
+    assert isinstance(connection, SentinelLinkConnection)
+    with pytest.raises(redis.ConnectionError, match="not the master of 'mymaster'"):
+        await connection.connect_to(("127.0.0.1", replica.port))
+    assert not connection.is_connected
+    await connection.connect_to(("127.0.0.1", redis_sentinel.master().port))
+    assert connection.is_connected
+    await connection.disconnect()
+
+
 # --- failovers ----------------------------------------------------------------------
 
 
