@@ -134,15 +134,23 @@ class SentinelGroup:
         hosts = ",".join(f"{_HOST}:{sentinel.port}" for sentinel in self.sentinels)
         return f"redis+sentinel://{hosts}/{self.service}/0"
 
-    def start(self) -> None:
-        """Start the data nodes, then the sentinels, and wait until they know each other."""
+    def start(self, *, ready_for_failover: bool = True) -> None:
+        """Start the data nodes, then the sentinels; with ``ready_for_failover``, wait
+        until the sentinels know the replica and each other (a few seconds: they meet
+        through hello messages every 2 s), else only until they name the master."""
         master, replica = self.servers
         master.start()
         replica.start()
         self.wait_replicated(master)
         for sentinel in self.sentinels:
             sentinel.start()
-        self.wait_watched()
+        if ready_for_failover:
+            self.wait_watched()
+        else:
+            _wait(
+                lambda: all(sentinel.master_port() == master.port for sentinel in self.sentinels),
+                "the sentinels to name the master",
+            )
 
     def master(self) -> RedisServer:
         """The server the sentinels name as master now."""
@@ -255,14 +263,16 @@ _START_ATTEMPTS = 3
 
 
 @contextlib.contextmanager
-def running_sentinel_group(*, down_after_ms: int = 60_000) -> Iterator[SentinelGroup]:
+def running_sentinel_group(
+    *, down_after_ms: int = 60_000, ready_for_failover: bool = True
+) -> Iterator[SentinelGroup]:
     """A master, a replica and three sentinels in a temporary directory; removed on exit."""
     directory = Path(tempfile.mkdtemp(prefix="sessionws-redis-sentinel-"))
     try:
         for attempt in range(_START_ATTEMPTS):
             group = SentinelGroup(directory / str(attempt), down_after_ms=down_after_ms)
             try:
-                group.start()
+                group.start(ready_for_failover=ready_for_failover)
                 break
             except RuntimeError:
                 group.stop()

@@ -29,7 +29,7 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
 @pytest.fixture(scope="session")
 def redis_sentinel() -> Iterator[SentinelGroup]:
     """A master, a replica and three sentinels (that never fail over) for the whole session."""
-    with running_sentinel_group() as group:
+    with running_sentinel_group(ready_for_failover=False) as group:
         yield group
 
 
