@@ -171,6 +171,8 @@ async def check_closes_and_revokes_work(node_a: SessionRegistry, node_b: Session
     """A close and a revoke issued on node a reach a socket on node b."""
     after = RecordingConnection("after")
     await node_b.register(after, f"{label}-alice")
+    # After a data loss a node forgets the membership and relearns it from heartbeats.
+    await wait_for(lambda: node_a.stats()["members"] >= 1, timeout=10)
     report = await node_a.close_all(f"{label}-alice", confirm=True, timeout=10)
     await wait_for(lambda: after.close_code == 1000, timeout=10)
     assert report.complete and dict(report.nodes) == {node_b.node_id: 1}
