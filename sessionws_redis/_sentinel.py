@@ -84,22 +84,22 @@ class SentinelLinkConnection(SentinelManagedConnection):
             await super().connect_to(address)  # type: ignore[no-untyped-call]
         finally:
             self._placing = False
+        await self._require_master()
 
     async def connect_check_health(
         self, check_health: bool = True, retry_socket_connect: bool = True
     ) -> None:
         if self.is_connected:
             return
-        if not self._placing:
-            # Called directly (the pub/sub link): ask the sentinels where the master is.
-            address = await self.connection_pool.get_master_address()
-            await self.connect_to(address)
-            self.connection_pool.link_address = address
+        if self._placing:
+            await super().connect_check_health(
+                check_health=check_health, retry_socket_connect=retry_socket_connect
+            )
             return
-        await super().connect_check_health(
-            check_health=check_health, retry_socket_connect=retry_socket_connect
-        )
-        await self._require_master()
+        # Called directly (the pub/sub link): ask the sentinels where the master is.
+        address = await self.connection_pool.get_master_address()
+        await self.connect_to(address)
+        self.connection_pool.link_address = address
 
     async def _require_master(self) -> None:
         await self.send_command("ROLE", check_health=False)
