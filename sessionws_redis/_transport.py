@@ -87,8 +87,8 @@ class RedisTransport:
         Transport options (see the class) are taken from ``options`` and from the
         URL's query (``?prefix=myapp&command_timeout=2``; keywords win); redis-py's
         connection options go to ``redis.asyncio.Redis.from_url``. Any other name
-        raises :class:`ValueError` here, naming the valid ones. The transport owns that client and closes
-        it when ``open()`` exits.
+        raises :class:`ValueError` here, naming the valid ones. The transport owns
+        that client and closes it when ``open()`` exits.
         """
         scheme = url.partition("://")[0].lower()
         if scheme not in ("redis", "rediss"):
