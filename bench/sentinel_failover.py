@@ -19,7 +19,9 @@ new master we read:
 
 Beside them, two ``SessionRegistry`` nodes on their own transports each hold a socket; the
 round checks that both noticed the new master (the transport's ``identity`` changed) and
-closed their socket with 1012, as after a broker data loss. The killed master then rejoins
+closed their socket with 1012, as after a broker data loss. Node a also revokes a key just
+before the master dies; afterwards node b (which never held the key, so asks the broker)
+says whether the new master still knows the revocation. The killed master then rejoins
 as a replica and the next round starts once the sentinels see it.
 
 On loopback the replica is never behind; ``--replica-lag-ms D`` stalls it (SIGSTOP) for
@@ -111,6 +113,9 @@ async def one_round(group: SentinelGroup, index: int, in_flight: int, replica_la
                 # that wait in its own output buffer for the replica.
                 replica.pause()
                 await fill_replication_buffers(old.port, replica_lag)
+            # A revoke acknowledged by the old master just before it dies.
+            revoked = f"round{index}-revoked"
+            await node_a.revoke(revoked)
             killed_at = time.monotonic()
             old.kill()
             replica.resume()
@@ -125,6 +130,9 @@ async def one_round(group: SentinelGroup, index: int, in_flight: int, replica_la
         )
         followed_after = time.monotonic() - killed_at
         await wait_for(lambda: all(socket.close_code is not None for socket in sockets), TIMEOUT)
+        # Node b never held the key: it asks the new master. Node a remembers its own.
+        revocation_on_new_master = await node_b.is_revoked(revoked)
+        revocation_remembered_by_issuer = await node_a.is_revoked(revoked)
         with anyio.fail_after(TIMEOUT):
             while True:
                 try:
@@ -155,6 +163,8 @@ async def one_round(group: SentinelGroup, index: int, in_flight: int, replica_la
             "nodes_followed_after_s": round(followed_after, 3),
             "sockets_closed_1012": sum(socket.close_code == CLOSE_UNKNOWN_STATE for socket in sockets),
             "identity_changed": node_a.transport.identity != identity,
+            "revocation_on_new_master": revocation_on_new_master,
+            "revocation_remembered_by_issuer": revocation_remembered_by_issuer,
         }
     await anyio.to_thread.run_sync(group.rejoin, old)
     return result
@@ -210,6 +220,7 @@ async def run(failovers: int, in_flight: int, replica_lag: float) -> dict[str, A
             "sequence_went_back_max": max(r["sequence_went_back_by"] for r in rounds),
             "promoted_after_s_median": statistics.median(r["promoted_after_s"] for r in rounds),
             "nodes_followed_after_s_median": statistics.median(r["nodes_followed_after_s"] for r in rounds),
+            "revocations_lost": sum(1 for r in rounds if not r["revocation_on_new_master"]),
             "rounds_detected_by_every_node": sum(
                 1 for r in rounds if r["identity_changed"] and r["sockets_closed_1012"] == 2
             ),

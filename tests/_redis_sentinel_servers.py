@@ -161,19 +161,29 @@ class SentinelGroup:
         master = self.master()
         return [server for server in self.servers if server is not master]
 
-    def wait_replicated(self, master: RedisServer) -> None:
-        """Wait until every other live server is a replica of ``master`` with its link up."""
+    def wait_replicated(self, master: RedisServer | None = None) -> None:
+        """Wait until every other live server is a replica of ``master`` with its link up
+        (by default of the master the sentinels name, asked again on every poll: on a
+        loaded machine they may fail over once more meanwhile)."""
 
         def synced() -> bool:
+            current = master if master is not None else self.master()
             for server in self.servers:
-                if server is master or not server.alive:
+                if server is current or not server.alive:
                     continue
                 info = _client(server.port).info("replication")
-                if info.get("master_port") != master.port or info.get("master_link_status") != "up":
+                if info.get("master_port") != current.port or info.get("master_link_status") != "up":
                     return False
             return True
 
-        _wait(synced, f"the replicas to sync from port {master.port}")
+        try:
+            _wait(synced, "the replicas to sync from the master", 60.0)
+        except RuntimeError as error:
+            tails = "\n".join(
+                f"--- data {server.port}\n" + "\n".join(server.log.splitlines()[-15:])
+                for server in self.servers
+            )
+            raise RuntimeError(f"{error}\n{tails}") from None
 
     def wait_watched(self) -> None:
         """Wait until every sentinel names the same master, sees its replicas and the
@@ -224,10 +234,9 @@ class SentinelGroup:
 
     def rejoin(self, server: RedisServer) -> None:
         """Start a killed server again, empty, as a replica of today's master."""
-        master = self.master()
-        server.arguments = self._replica_of(master.port)
+        server.arguments = self._replica_of(self.master().port)
         server.start()
-        self.wait_replicated(master)
+        self.wait_replicated()
         self.wait_watched()
 
     def kill_data_nodes(self) -> None:
