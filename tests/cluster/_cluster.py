@@ -95,16 +95,16 @@ class Cluster:
         node = self.nodes[index]
         if not isinstance(node, ControlledNode):
             pytest.skip(
-                "kills or pauses a node process; the nodes are external (SESSIONWS_NODES), "
-                "run the suite without SESSIONWS_NODES to start them locally"
+                "kills or pauses a node process; the nodes are external (SESSIONWS_NODES): run the "
+                "suite without SESSIONWS_NODES to start them locally, or with scripts/docker-suite"
             )
         return node
 
     def require_broker_control(self) -> Broker:
         if not self.broker.controllable:
             pytest.skip(
-                "kills or restarts the broker; the broker is external (SESSIONWS_NODES), "
-                "run the suite without SESSIONWS_NODES to start it locally"
+                "kills or restarts the broker; the broker is external (SESSIONWS_NODES): run the "
+                "suite without SESSIONWS_NODES to start it locally, or with scripts/docker-suite"
             )
         return self.broker
 
