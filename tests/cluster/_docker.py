@@ -10,7 +10,9 @@ project by their labels and drives them as the local suite drives processes:
   NATS store on a volume) or without it (the volume, mounted into the runner too, is
   emptied first); one NATS server of a cluster, for failover;
 * node 3 reaches the broker through the ``proxy`` service (a :class:`TcpProxy` per
-  broker address), which the runner cuts and restores over its control port.
+  broker address), which the runner cuts and restores over its control port; where no
+  proxy fits (Redis Cluster) an iptables rule in node 3's network namespace cuts it
+  off (:class:`NetworkCut`).
 
 Environment of the runner (the compose files set it):
 
@@ -18,6 +20,7 @@ Environment of the runner (the compose files set it):
 ``SESSIONWS_DOCKER_KIND``    ``redis``, ``redis-cluster``, ``nats``, ``nats-cluster``
 ``SESSIONWS_DOCKER_BROKERS`` the broker's services, comma-separated (``nats1,nats2,nats3``)
 ``SESSIONWS_DOCKER_PROXY``   the proxy's control URL (``http://proxy:8474``), if any
+``SESSIONWS_DOCKER_CUT``     ``network``: cut node 3 off with :class:`NetworkCut` instead
 ``SESSIONWS_NODES``          the nodes' URLs; their host names are their services
 ===========================  ==================================================
 """
@@ -46,7 +49,7 @@ from tests.cluster._engine import Container, DockerEngine
 from tests.cluster._nodes import Node, wait_until
 from tests.cluster._proxy import Cuttable
 
-__all__ = ("ContainerNode", "ProxyControl", "docker_parts")
+__all__ = ("ContainerNode", "NetworkCut", "ProxyControl", "docker_parts")
 
 _PROJECT = "com.docker.compose.project"
 _SERVICE = "com.docker.compose.service"
@@ -152,6 +155,70 @@ class ProxyControl:
 
     def restore(self) -> None:
         self._post("/restore")
+
+
+class NetworkCut:
+    """Cut a node off the broker inside its own network namespace, for brokers a proxy
+    cannot stand in front of (a Redis Cluster client follows ``CLUSTER SLOTS`` to the
+    masters' own addresses).
+
+    A short-lived container joins the node's network namespace (``container:<id>``, with
+    ``NET_ADMIN``) and adds an iptables rule that answers every TCP packet from the node
+    to the broker containers with a reset: open connections drop at once, new ones are
+    refused, while the runner still reaches the node. ``restore()`` deletes the rule.
+    The helper runs the runner's own image as root (the image carries iptables).
+    """
+
+    def __init__(self, engine: DockerEngine, node: Container, brokers: Sequence[Container]) -> None:
+        self.engine = engine
+        self.node = node
+        self.brokers = list(brokers)
+        self._rule: list[str] | None = None
+
+    def _addresses(self) -> list[str]:
+        addresses = []
+        for broker in self.brokers:
+            networks = broker.inspect()["NetworkSettings"]["Networks"] or {}
+            addresses += [
+                str(network["IPAddress"]) for network in networks.values() if network.get("IPAddress")
+            ]
+        if not addresses:
+            raise RuntimeError(
+                "the broker containers have no address to cut node 3 off from (are they running?)"
+            )
+        return addresses
+
+    def _iptables(self, action: str, rule: Sequence[str]) -> tuple[int, str]:
+        image = self.engine.container(socket.gethostname()).inspect()["Image"]
+        return self.engine.run(
+            {
+                "Image": image,
+                "User": "0",
+                "Entrypoint": ["iptables"],
+                "Cmd": [action, "OUTPUT", *rule],
+                "HostConfig": {"NetworkMode": f"container:{self.node.reference}", "CapAdd": ["NET_ADMIN"]},
+            }
+        )
+
+    def cut(self) -> None:
+        if self._rule is not None:
+            return
+        rule = ["-d", ",".join(self._addresses()), "-p", "tcp"]
+        rule += ["-j", "REJECT", "--reject-with", "tcp-reset"]
+        status, output = self._iptables("-I", rule)
+        if status != 0:
+            raise RuntimeError(f"could not cut node 3 off (iptables -I OUTPUT {' '.join(rule)}): {output}")
+        self._rule = rule
+
+    def restore(self) -> None:
+        if self._rule is None:
+            return
+        status, output = self._iptables("-D", self._rule)
+        # A node container started again since has a new namespace, without the rule.
+        if status != 0 and self._iptables("-C", self._rule)[0] == 0:
+            rule = " ".join(self._rule)
+            raise RuntimeError(f"could not restore node 3 (iptables -D OUTPUT {rule}): {output}")
+        self._rule = None
 
 
 class _ContainerBroker:
@@ -372,5 +439,9 @@ def docker_parts(node_urls: Sequence[str]) -> tuple[str, Broker, list[ContainerN
             f"SESSIONWS_DOCKER_KIND={kind!r} is not a cluster kind; known: redis, redis-cluster, "
             "nats, nats-cluster"
         )
-    proxy = os.environ.get("SESSIONWS_DOCKER_PROXY", "")
-    return kind, broker, nodes, ProxyControl(proxy) if proxy else None
+    cut: Cuttable | None = None
+    if os.environ.get("SESSIONWS_DOCKER_PROXY"):
+        cut = ProxyControl(os.environ["SESSIONWS_DOCKER_PROXY"])
+    elif os.environ.get("SESSIONWS_DOCKER_CUT") == "network":
+        cut = NetworkCut(engine, nodes[2].container, containers)
+    return kind, broker, nodes, cut

@@ -57,22 +57,31 @@ class DockerEngine:
         self.socket_path = socket_path
         self.timeout = timeout
 
-    def request(self, method: str, path: str, query: dict[str, str] | None = None) -> tuple[int, bytes]:
-        """One request; the status and the raw body."""
+    def request(
+        self, method: str, path: str, query: dict[str, str] | None = None, body: Any = None
+    ) -> tuple[int, bytes]:
+        """One request (``body`` sent as JSON); the status and the raw body."""
         target = f"/{_API}{path}"
         if query:
             target += "?" + urllib.parse.urlencode(query)
+        payload = b"" if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if method == "POST":
+            headers["Content-Length"] = str(len(payload))
         connection = _UnixConnection(self.socket_path, self.timeout)
         try:
-            connection.request(method, target, headers={"Content-Length": "0"} if method == "POST" else {})
+            connection.request(method, target, body=payload or None, headers=headers)
             response = connection.getresponse()
             return response.status, response.read()
         finally:
             connection.close()
 
-    def call(self, method: str, path: str, query: dict[str, str] | None = None, *, ok: int = 204) -> Any:
-        """A request that must answer ``ok`` (or 304, "already so"); its JSON body, if any."""
-        status, body = self.request(method, path, query)
+    def call(
+        self, method: str, path: str, query: dict[str, str] | None = None, *, ok: int = 204, data: Any = None
+    ) -> Any:
+        """A request (``data`` sent as JSON) that must answer ``ok`` (or 304, "already so");
+        its JSON body, if any."""
+        status, body = self.request(method, path, query, data)
         if status not in (ok, 200, 304):
             try:
                 message = json.loads(body).get("message", body.decode(errors="replace"))
@@ -90,6 +99,18 @@ class DockerEngine:
 
     def container(self, reference: str) -> Container:
         return Container(self, reference)
+
+    def run(self, config: dict[str, Any]) -> tuple[int, str]:
+        """Create a container from ``config`` (the Engine API's create body), run it to
+        its end, remove it: its exit status and its output."""
+        created = self.call("POST", "/containers/create", ok=201, data=config)
+        container = Container(self, str(created["Id"]))
+        try:
+            container.start()
+            waited = self.call("POST", f"/containers/{container.reference}/wait", ok=200)
+            return int(waited["StatusCode"]), container.log_tail(50)
+        finally:
+            self.call("DELETE", f"/containers/{container.reference}", {"force": "1"})
 
 
 class Container:

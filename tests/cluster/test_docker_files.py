@@ -115,6 +115,8 @@ def test_compose_file_wires_brokers_nodes_and_runner(name: str) -> None:
     if "SESSIONWS_DOCKER_PROXY" in environment:  # node 3 (PROXIED) reaches the broker through it
         assert "proxy" in services["node3"]["depends_on"]
         assert "proxy:" in services["node3"]["environment"]["SESSIONWS_BROKER_URL"]
+    else:  # or is cut off inside its network namespace
+        assert environment["SESSIONWS_DOCKER_CUT"] == "network", "node 3 cannot be cut off"
     assert (DOCKER / "Dockerfile.dockerignore").exists()
 
 
