@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import secrets
@@ -202,5 +203,7 @@ def run(options: DemoOptions) -> int:
             tasks.cancel_scope.cancel()
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    anyio.run(main)
+    # uvloop when installed (``pip install 'sessionws[speed]'``), as uvicorn does for the
+    # Starlette version.
+    anyio.run(main, backend_options={"use_uvloop": importlib.util.find_spec("uvloop") is not None})
     return 0
