@@ -3,6 +3,9 @@
 * ``POST /bench/close-local-first?key=K``: ``close_all(K)`` with the node's own sockets'
   CLOSE frames written *before* the broker command (the core queues them and writes
   the command first); the order of local and remote work, measured by ``bench.peers``.
+* ``GET /bench/bare-ws``: the node's websocket without sessionws (the session loaded by
+  aiohttp-session's middleware as for ``/ws``, the same hello, nothing registered): the
+  floor of ``bench.connect_storm``.
 * With ``--bench-trace`` (``python -m tests.cluster.node --bench-trace``): timestamps at
   the steps of a close's path (wrappers around a few library functions, installed by
   :func:`install`; nothing is wrapped without the flag), served and forgotten at
@@ -115,10 +118,24 @@ async def _close_local_first(request: web.Request) -> web.Response:
     return web.json_response({"closed_here": report.closed_here, "called_at": called_at})
 
 
+async def _bare_websocket(request: web.Request) -> web.StreamResponse:
+    """What ``/ws`` does, without sessionws."""
+    import aiohttp_session
+
+    session = await aiohttp_session.get_session(request)
+    ws = web.WebSocketResponse()
+    await ws.prepare(request)
+    await ws.send_json({"handle": "", "node": "", "user": session.get("user")})
+    async for _ in ws:
+        pass
+    return ws
+
+
 def bench_routes(app: web.Application, *, traced: bool) -> None:
     """The benchmark's endpoints; with ``traced``, ``GET /bench/trace`` and a timestamp
     when the answer to a close is prepared."""
     app.router.add_post("/bench/close-local-first", _close_local_first)
+    app.router.add_get("/bench/bare-ws", _bare_websocket)
     if traced:
         app.router.add_get("/bench/trace", _trace)
         app.on_response_prepare.append(_response_prepared)
