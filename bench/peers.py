@@ -60,16 +60,27 @@ WARM_UP = 10
 
 
 class BenchNode(NodeProcess):
-    """A sessionws node with its own namespace and event loop."""
+    """A sessionws node with its own namespace and event loop; with ``code``, the node
+    imports sessionws (and everything else) from that source tree first."""
 
-    def __init__(self, name: str, broker_url: str, directory: Path, namespace: str, loop: str) -> None:
+    def __init__(
+        self, name: str, broker_url: str, directory: Path, namespace: str, loop: str, code: Path | None = None
+    ) -> None:
         super().__init__(name, broker_url, directory)
+        self.code = code
         # No access log: a log line per request is CPU on the path of the close that the
         # peer (which logs nothing) does not spend.
         self.extra = ["--namespace", namespace, "--loop", loop, "--no-access-log"]
 
     def command(self) -> list[str]:
-        return [*super().command(), *self.extra]
+        command = [*super().command(), *self.extra]
+        if self.code is None:
+            return command
+        start = (
+            f"import runpy, sys; sys.path.insert(0, {str(self.code)!r}); "
+            "runpy.run_module('tests.cluster.node', run_name='__main__', alter_sys=True)"
+        )
+        return [command[0], "-c", start, *command[3:]]  # in place of "-m tests.cluster.node"
 
 
 @dataclass
@@ -356,6 +367,20 @@ def running_systems(
                     )
                     variant.close_path = "/bench/close-local-first"
                     systems.append(variant)
+        if options.experiment is not None:
+            # The same clusters again, from another source tree: a change measured against
+            # the current code in the same rounds.
+            for broker_kind, url in (("redis", redis_url), ("nats", nats_url)):
+                if broker_kind not in options.brokers:
+                    continue
+                loop = options.loops[0]
+                name = f"sessionws-{broker_kind}-experiment"
+                nodes = [
+                    BenchNode(f"{name}-{index + 1}", url, directory, name, loop, code=options.experiment)
+                    for index in range(3)
+                ]
+                sessionws_nodes += nodes
+                systems.append(System(name, "sessionws", broker_kind, loop, [node.url for node in nodes]))
         if not options.no_socketio:
             node_binary = ensure_installed()
             socketio_nodes = [
@@ -572,6 +597,13 @@ def main() -> None:
         "--local-first",
         action="store_true",
         help="also measure close-all with node 1's own CLOSE frames written before the broker command",
+    )
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        default=None,
+        metavar="SOURCE_TREE",
+        help="also run each broker's cluster from this copy of the repository (a change to measure)",
     )
     parser.add_argument("--no-socketio", action="store_true", help="leave the peer out")
     parser.add_argument("--json", type=Path, default=Path("bench/results/peers.json"))

@@ -94,3 +94,14 @@ def test_the_profile_of_node_one_finds_the_close_path(tmp_path: Path) -> None:
         "received command (message_received)",
         "delivery worker (_drain)",
     }
+
+
+def test_an_experiment_tree_runs_beside_the_current_code(tmp_path: Path) -> None:
+    """``--experiment`` with this very tree: a second cluster per broker, measured too."""
+    result = run_peers(
+        tmp_path / "peers.json",
+        "--iterations", "2", "--sockets", "1", "--brokers", "redis", "--loops", "asyncio",
+        "--no-socketio", "--experiment", str(ROOT),
+    )  # fmt: skip
+    assert set(result["systems"]) == {"sessionws-redis", "sessionws-redis-experiment"}
+    assert result["systems"]["sessionws-redis-experiment"]["sockets"]["1"]["last"]["p50_ms"] > 0
