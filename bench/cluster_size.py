@@ -31,10 +31,11 @@ from typing import Any
 
 import aiohttp
 
+from bench._bench_nodes import BenchNode
 from bench._loops import run
+from bench._peer_rounds import Clients, System, close_round
 from bench.cluster import broker, summary
 from bench.connect_storm import cpu_seconds
-from bench.peers import BenchNode, Clients, System, close_round
 from tests.cluster._nodes import get_json, start_nodes, stop_nodes
 
 DOC_START = "<!-- bench.cluster_size: generated, do not edit by hand -->"

@@ -39,9 +39,9 @@ from typing import Any
 
 import aiohttp
 
+from bench._bench_nodes import BenchNode
 from bench._loops import run, uvloop_installed
 from bench.cluster import Child, broker
-from bench.peers import BenchNode
 from tests.cluster._nodes import get_json, start_nodes, stop_nodes
 
 DOC_START = "<!-- bench.connect_storm: generated, do not edit by hand -->"
