@@ -5,8 +5,9 @@
 stacks that pass through the functions of a close: the call (``close_all``), a received
 command (``message_received``), the delivery workers (``_drain``). For each, the share
 of samples per function, inclusive (the function or what it called) and exclusive.
-py-spy comes with the ``dev`` extra (``pip install py-spy``); it needs ptrace rights over
-the node (the node is a child of the benchmark: Linux's default Yama scope allows it).
+py-spy comes with the ``dev`` extra (``pip install py-spy``); it needs the rights to read
+another process's memory (the same user and no Yama ptrace restriction, or CAP_SYS_PTRACE):
+py-spy is a sibling of the node, not its parent.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ("PATHS", "py_spy", "summarize")
+__all__ = ("ATTACH_FAILED", "PATHS", "py_spy", "summarize")
+
+#: How a run that could not profile says so (py-spy lacks the rights to read the node).
+ATTACH_FAILED = "py-spy could not attach to the node"
 
 #: The code paths of a close, by the function every stack of the path passes through.
 PATHS = {
@@ -46,6 +50,9 @@ def py_spy(pid: int, output: Path, rate: int = 1000) -> Iterator[None]:
     command += ["--nolineno", "--nonblocking", "--output", str(output)]
     recorder = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     time.sleep(1.0)  # attached
+    if recorder.poll() is not None:
+        _, errors = recorder.communicate()
+        raise SystemExit(f"{ATTACH_FAILED}: {errors.decode(errors='replace')[-1000:]}")
     try:
         yield
     finally:

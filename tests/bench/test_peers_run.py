@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bench._profile import ATTACH_FAILED
 from bench._socketio import PeerUnavailableError, ensure_installed
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -80,12 +81,16 @@ def test_every_system_closes_every_socket_of_a_session(tmp_path: Path) -> None:
     reason="py-spy is not installed (pip install py-spy; it comes with the dev extra)",
 )
 def test_the_profile_of_node_one_finds_the_close_path(tmp_path: Path) -> None:
-    result = run_peers(
-        tmp_path / "peers.json",
-        "--iterations", "40", "--sockets", "1", "--brokers", "redis", "--loops", "asyncio",
-        "--no-socketio", "--profile",
+    arguments = ["--iterations", "40", "--sockets", "1", "--brokers", "redis", "--loops", "asyncio"]
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.peers", "--json", str(tmp_path / "peers.json"), *arguments,
+         "--no-socketio", "--profile"],
+        cwd=ROOT, capture_output=True, text=True, timeout=360, check=False,
     )  # fmt: skip
-    profile = result["profile"]
+    if completed.returncode != 0 and ATTACH_FAILED in completed.stderr:
+        pytest.skip(f"py-spy may not read other processes here: {completed.stderr.strip()[-300:]}")
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    profile = json.loads((tmp_path / "peers.json").read_text())["profile"]
     assert profile["system"] == "sessionws-redis"
     assert profile["samples"] > 0
     assert (tmp_path / "profile-sessionws-redis-node1.txt").exists()
