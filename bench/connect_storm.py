@@ -215,6 +215,12 @@ def run_all(options: argparse.Namespace) -> dict[str, Any]:
             processes.append(
                 (kind, BenchNode(f"storm-{kind}", url, directory, f"storm-{kind}", options.loop))
             )
+            if options.experiment is not None:  # the same node from another copy of the repository
+                name = f"{kind}-experiment"
+                node = BenchNode(
+                    f"storm-{name}", url, directory, f"storm-{name}", options.loop, options.experiment
+                )
+                processes.append((name, node))
         try:
             start_nodes([node for _, node in processes])
             nodes: dict[str, tuple[str, int]] = {}
@@ -250,6 +256,13 @@ def main() -> None:
     parser.add_argument("--brokers", default="redis,nats")
     parser.add_argument(
         "--loop", default="uvloop" if uvloop_installed() else "asyncio", help="the node's event loop"
+    )
+    parser.add_argument(
+        "--experiment",
+        type=Path,
+        default=None,
+        metavar="SOURCE_TREE",
+        help="also storm a node run from this copy of the repository (a change to measure)",
     )
     parser.add_argument("--json", type=Path, default=Path("bench/results/connect_storm.json"))
     parser.add_argument("--doc", type=Path, default=None, help="rewrite the figures in this page")
