@@ -15,7 +15,8 @@ Commands, one a line on standard input; answers, one a line on standard output:
   monotonic time (``time.monotonic()``, one clock for every process of one machine, Node's
   ``process.hrtime`` too) at which the last of them was told. A sessionws or raw socket is
   told by its CLOSE frame; a Socket.IO socket by its disconnect packet (``41``) or its
-  CLOSE frame, whichever comes first (``disconnectSockets(true)`` sends only the CLOSE).
+  CLOSE frame, whichever comes first (``disconnectSockets(true)`` sends the packet, then
+  closes the connection).
 
 The clients run on uvloop when it is installed (the same loop for every server measured).
 """
