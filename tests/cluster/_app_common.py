@@ -44,6 +44,12 @@ class NodeConfig:
     heartbeat: float = 0.2
     linger: float = 0.2
     reconnect_delay: float = 0.2
+    #: ``auto`` (uvloop when installed: ``sessionws[speed]``), ``asyncio`` or ``uvloop``.
+    loop: str = "auto"
+    #: Timestamps of a close's steps at ``GET /bench/trace`` (the benchmark's diagnosis).
+    bench_trace: bool = False
+    #: A log line per HTTP request (aiohttp's access log); the benchmarks turn it off.
+    access_log: bool = True
 
 
 def exit_with_parent() -> None:
