@@ -652,7 +652,11 @@ class SessionRegistry:
     async def is_revoked(self, key: str) -> bool:
         """True while ``key`` is revoked: refuse its websocket before the upgrade (403).
 
-        While the broker is unreachable, answers from what this node knows.
+        A key this node holds, subscribed and with no close remembered, is answered
+        here: it read the key's markers when it subscribed and hears every revoke on
+        the key's channel since (one in flight closes the socket when it arrives). Other
+        keys are asked of the broker. While the broker is unreachable, answers from what
+        this node knows.
         """
         self._require_running()
         key_hash = self.names.key_hash(_check_key(key))
@@ -660,6 +664,9 @@ class SessionRegistry:
         if revoked is not None and revoked[0] > time.monotonic():
             return True
         if not self._connected:
+            return False
+        state = self._hashes.get(key_hash)
+        if state is not None and state.ready and state.handles:
             return False
         try:
             markers = await self._read_markers([key_hash])
