@@ -315,8 +315,8 @@ class NatsTransport:
                 await confirmations.unsubscribe()
             if self._given_client is None:
                 await client.drain()
-            else:
-                await client.flush()
+            # A client the caller gave us stays theirs: no flush() here, which the
+            # shutdown's time bound could cancel (see _prepare).
         except (nats.errors.Error, OSError, TimeoutError, TransportError) as error:
             logger.info("sessionws: NATS shutdown was not clean: %s", error or type(error).__name__)
 
@@ -416,13 +416,16 @@ class NatsTransport:
             self._notify("connection_restored")
 
     async def _prepare(self, client: Client) -> None:
-        with broker_errors("ping"), anyio.fail_after(self._request_timeout):
-            await client.flush()
         if not self._dispatch_checked:
             await self._choose_dispatch(client)
         shared = self._channels.shared_dispatch
-        identity = await self._store.prepare(client, shared_dispatch=shared)
+        # Does the server answer? An echo through our own inbox, not nats-py's flush():
+        # a flush that times out (or is cancelled) leaves a cancelled future among
+        # nats-py's PONG waiters, and the PONG that comes later kills its read loop,
+        # leaving the client connected and deaf (nats-py 2.16).
         await self._confirmations.subscribe(client, shared_dispatch=shared)
+        await self._confirmations.confirm(client)
+        identity = await self._store.prepare(client, shared_dispatch=shared)
         with broker_errors("resubscribing"):
             await self._channels.drop_stale()
             while True:
