@@ -1478,10 +1478,14 @@ class SessionRegistry:
             # Close first: nothing below may depend on the broker answering.
             logger.warning("the broker lost its data; closing local sockets with 1012")
             self._close_unknown_state(self._all_handles())
-            self._membership.clear()
-            self._unsettle()
+            # The membership stays: the other nodes did not go anywhere, and clearing it
+            # would make confirmed commands complete without them until they beat again.
             self._known_sequence = sequence
-            self._replay.reset(sequence, identity)
+            if self._replay.epoch != identity:
+                # Every command of the new epoch is new to this node: commands that
+                # faster nodes numbered before this moment may still be on their way.
+                # (A command of the new epoch may already have started the guard afresh.)
+                self._replay.reset(0, identity)
             self._identity = identity
             self._reassert_pending = True
         elif outage > self._marker_ttl:
