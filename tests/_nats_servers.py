@@ -237,6 +237,16 @@ class NatsServer:
             process.wait(timeout=10)
         self._process = None
 
+    def pause(self) -> None:
+        """SIGSTOP the server: connections stay open, nothing is answered."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         """Terminate the server politely, killing it if it lingers."""
         process = self._process

@@ -20,7 +20,9 @@ from sessionws_aiohttp import (
     new_session_ws_id,
     revoke_session_ws,
     revoke_ws,
+    rotate_session_ws_id,
     schedule_close_all_session_ws,
+    send_ws,
     session_ws,
     session_ws_middleware,
     setup,
@@ -149,6 +151,16 @@ async def revoke(request: web.Request) -> web.Response:
     return web.json_response(report_json(report))
 
 
+async def rotate(request: web.Request) -> web.Response:
+    """Revoke the session's id everywhere and give the session a new one."""
+    return web.json_response({"session": await rotate_session_ws_id(request, ttl=_seconds(request, "ttl"))})
+
+
+async def send(request: web.Request) -> web.Response:
+    await send_ws(request, _key(request), request.query.get("data", ""))
+    return web.json_response({"sent": True})
+
+
 async def count(request: web.Request) -> web.Response:
     total, complete = await count_ws(request, _key(request), timeout=_seconds(request, "timeout"))
     return web.json_response({"total": total, "complete": complete})
@@ -252,6 +264,8 @@ def build_aiohttp_app(config: NodeConfig, registry: SessionRegistry) -> web.Appl
             web.post("/logout-others", logout_others),
             web.post("/close", close),
             web.post("/revoke", revoke),
+            web.post("/rotate", rotate),
+            web.post("/send", send),
             web.get("/count", count),
             web.get("/stats", stats),
             web.get("/raw-ws", raw_websocket),

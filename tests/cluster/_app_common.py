@@ -44,6 +44,9 @@ class NodeConfig:
     heartbeat: float = 0.2
     linger: float = 0.2
     reconnect_delay: float = 0.2
+    #: Bound on each broker command (Redis ``command_timeout``, NATS
+    #: ``request_timeout``); ``None`` keeps the transport's default.
+    command_timeout: float | None = None
 
 
 def exit_with_parent() -> None:
@@ -74,6 +77,10 @@ def make_registry(config: NodeConfig) -> SessionRegistry:
             "dont_randomize": True,
             "connect_wait": 10.0,
         }
+    if config.command_timeout is not None:
+        options["command_timeout" if scheme.startswith("redis") else "request_timeout"] = (
+            config.command_timeout
+        )
     return SessionRegistry(
         transport_from_url(config.transport, **options),
         namespace=config.namespace,

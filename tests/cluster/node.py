@@ -5,19 +5,20 @@
 Every flag has an environment variable, which is how the Docker cluster configures the
 nodes (flags win over the environment):
 
-=====================  ==========================  ===========================================
-flag                   environment                 meaning
-=====================  ==========================  ===========================================
-``--transport``        ``SESSIONWS_BROKER_URL``    broker URL (``redis://``, ``nats://a,b,c``)
-``--name``             ``SESSIONWS_NODE_NAME``     readable node name (default: the host name)
-``--host``             ``SESSIONWS_HOST``          address to listen on (default 127.0.0.1)
-``--port``             ``SESSIONWS_PORT``          port to listen on (default 8000)
-``--framework``        ``SESSIONWS_FRAMEWORK``     ``aiohttp`` (default)
-``--namespace``        ``SESSIONWS_NAMESPACE``     registry namespace (default ``cluster``)
-``--heartbeat``        ``SESSIONWS_HEARTBEAT``     membership heartbeat, seconds (default 0.2)
-``--linger``           ``SESSIONWS_LINGER``        channel linger after the last socket (0.2)
-``--reconnect-delay``  ``SESSIONWS_RECONNECT``     longest wait between broker reconnects (0.2)
-=====================  ==========================  ===========================================
+=====================  =============================  =========================================
+flag                   environment                    meaning
+=====================  =============================  =========================================
+``--transport``        ``SESSIONWS_BROKER_URL``       broker URL (``redis://``, ``nats://a,b,c``)
+``--name``             ``SESSIONWS_NODE_NAME``        readable node name (default: the host name)
+``--host``             ``SESSIONWS_HOST``             address to listen on (default 127.0.0.1)
+``--port``             ``SESSIONWS_PORT``             port to listen on (default 8000)
+``--framework``        ``SESSIONWS_FRAMEWORK``        ``aiohttp`` (default)
+``--namespace``        ``SESSIONWS_NAMESPACE``        registry namespace (default ``cluster``)
+``--heartbeat``        ``SESSIONWS_HEARTBEAT``        membership heartbeat, seconds (default 0.2)
+``--linger``           ``SESSIONWS_LINGER``           channel linger after the last socket (0.2)
+``--reconnect-delay``  ``SESSIONWS_RECONNECT``        longest wait between broker reconnects (0.2)
+``--command-timeout``  ``SESSIONWS_COMMAND_TIMEOUT``  bound on each broker command (transport's)
+=====================  =============================  =========================================
 
 A NATS URL may list several servers; the node attaches to the first and fails over to
 the others (``dont_randomize``), so a test can attach nodes to different servers.
@@ -37,6 +38,9 @@ let the tests and the benchmark look inside. All answers are JSON:
 * ``POST /close?key=K`` (``confirm``, ``strict``, ``timeout``, ``code``, ``exclude``):
   the ``CloseReport`` as JSON (503 when ``strict`` and the broker is unreachable).
 * ``POST /revoke?key=K`` (``ttl``), ``GET /count?key=K``, ``GET /stats``.
+* ``POST /rotate`` (aiohttp only): revoke the session's id everywhere and give it a new
+  one (``rotate_session_ws_id``); answers ``{"session": new id}``.
+* ``POST /send?key=K&data=D`` (aiohttp only): ``send_all(key, data)``.
 * For the benchmark (aiohttp only): ``GET /raw-ws`` and ``POST /raw-close?id=`` (websockets
   without sessionws, for the floor; ``id=all`` closes all of them at once), and
   ``POST /bench/register?n=&concurrency=`` (register throughput).
@@ -77,6 +81,9 @@ def parse_config(argv: Sequence[str] | None = None) -> NodeConfig:
     parser.add_argument(
         "--reconnect-delay", type=float, default=float(_env("SESSIONWS_RECONNECT", "0.2") or 0.2)
     )
+    parser.add_argument(
+        "--command-timeout", type=float, default=float(_env("SESSIONWS_COMMAND_TIMEOUT", "0") or 0) or None
+    )
     arguments = parser.parse_args(argv)
     if not arguments.transport:
         parser.error("give the broker URL with --transport or SESSIONWS_BROKER_URL")
@@ -90,6 +97,7 @@ def parse_config(argv: Sequence[str] | None = None) -> NodeConfig:
         heartbeat=arguments.heartbeat,
         linger=arguments.linger,
         reconnect_delay=arguments.reconnect_delay,
+        command_timeout=arguments.command_timeout,
     )
 
 
