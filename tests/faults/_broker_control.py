@@ -52,12 +52,16 @@ class BrokerControl:
         return len(self.nats) if isinstance(self.broker, NatsClusterBroker) else 0
 
     def pause(self) -> None:
-        for server in [*self.redis, *self.nats]:
-            server.pause()
+        for redis_server in self.redis:
+            redis_server.pause()
+        for nats_server in self.nats:
+            nats_server.pause()
 
     def resume(self) -> None:
-        for server in [*self.redis, *self.nats]:
-            server.resume()
+        for redis_server in self.redis:
+            redis_server.resume()
+        for nats_server in self.nats:
+            nats_server.resume()
 
     def kill(self) -> None:
         self.broker.kill()

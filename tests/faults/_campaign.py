@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.cluster._cluster import NAMESPACE, Cluster, local_cluster
 from tests.cluster._clients import Clients
+from tests.cluster._cluster import NAMESPACE, Cluster, local_cluster
 from tests.cluster._nodes import NodeProcess, get_json, start_nodes
 from tests.faults._broker_control import PERSISTENT_REDIS, BrokerControl
 from tests.faults._checker import Checker, Violation
@@ -45,8 +45,9 @@ class Settings:
     convergence: float = 15.0
     #: Added to a call's own timeout before it counts as hung (the machine is shared).
     slack: float = 10.0
-    #: After a data loss, how long the nodes may take to re-assert the revocations.
-    grace: float = 5.0
+    #: After a data loss, how long the nodes may take to re-assert the revocations
+    #: (they reconnect within 0.2 s; the rest is for a loaded machine).
+    grace: float = 2.0
 
     @property
     def call_bound(self) -> float:
@@ -61,10 +62,11 @@ class Outcome:
     violations: list[Violation] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
-    def report(self, test_name: str = "") -> str:
+    def report(self, test_id: str = "") -> str:
         lines = [
-            f"{len(self.violations)} violation(s) in the {self.history.kind} campaign, seed {self.history.seed}",
-            f"replay: {self.history.replay(test_name)}",
+            f"{len(self.violations)} violation(s) in the {self.history.kind} campaign, "
+            f"seed {self.history.seed}",
+            f"replay: {self.history.replay(test_id)}",
             f"run: {self.counts}",
             "",
         ]
@@ -129,7 +131,7 @@ def _stats(cluster: Cluster) -> dict[str, dict[str, Any]]:
     found: dict[str, dict[str, Any]] = {}
     for node in cluster.nodes:
         try:
-            status, body = get_json(f"{node.url}/stats", timeout=5.0)
+            _, body = get_json(f"{node.url}/stats", timeout=5.0)
         except OSError as error:
             body = {"unreachable": str(error), "outbox": -1}
         found[node.name] = body if isinstance(body, dict) else {"outbox": -1, "answer": body}

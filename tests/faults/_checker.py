@@ -96,16 +96,27 @@ class Checker:
                 break
         return found + self._revoked_left_open()
 
+    def _probed_cut_off(self, tracked: Tracked) -> bool:
+        """A registered probe of a revoked id on a node cut off from the broker (it cannot
+        know the revocation; its reconcile must close the socket once it is back)."""
+        probe, node = tracked.connect, f"node{tracked.node + 1}"
+        return tracked.probe_of is not None and self.history.broker_disrupted(
+            node, probe.start, probe.end or probe.start
+        )
+
     def _revoked_left_open(self) -> list[Violation]:
         return [
             Violation(
                 "revoked registration left open",
-                "new",
-                f"{tracked.socket!r} registered a revoked id (cut off from the broker) and is still open",
+                "bug 2" if self.history.data_losses() else "new",
+                f"{tracked.socket!r} registered a revoked id while cut off from the broker "
+                "and is still open after it reconnected",
                 [entry for entry in (tracked.probe_of, tracked.connect) if entry is not None],
             )
             for tracked in self._registered()
-            if tracked.probe_of is not None and not tracked.socket.closed.is_set() and tracked.left_at is None
+            if self._probed_cut_off(tracked)
+            and not tracked.socket.closed.is_set()
+            and tracked.left_at is None
         ]
 
     @staticmethod
@@ -127,8 +138,8 @@ class Checker:
                 continue
             probe = tracked.connect
             node = f"node{tracked.node + 1}"
-            if self.history.broker_disrupted(node, probe.start, probe.end or probe.start):
-                continue  # a node cut off cannot know; the reconcile must close it (checked above)
+            if self._probed_cut_off(tracked):
+                continue  # checked by _revoked_left_open
             issuer = revoke.target
             queued = revoke.answer.get("queued") or revoke.what == "rotate"
             if queued and node != issuer and self.history.broker_disrupted(issuer, revoke.start, probe.start):
@@ -184,7 +195,13 @@ class Checker:
             restarts = [
                 kill
                 for kill in self.history.faults("broker-kill")
-                if kill.start <= closed and (kill.end is None or kill.end >= since)
+                if kill.start <= closed
+                and (
+                    kill.end is None
+                    or kill.end >= since
+                    or self.history.node_disrupted(node, kill.start, since)
+                    or self.history.broker_disrupted(node, kill.end, since)
+                )
             ]
             losses = [kill for kill in restarts if not kill.detail.get("data_kept", True)]
             if code == CLOSE_UNKNOWN_STATE and losses:

@@ -46,7 +46,8 @@ class Entry:
         end = "   ...  " if self.end is None else f"{self.end:8.3f}"
         detail = " ".join(f"{name}={value}" for name, value in self.detail.items())
         outcome = f" -> {self.outcome}" if self.outcome else ""
-        return f"#{self.number:<4} {self.start:8.3f} {end} {self.actor:8} {self.what:16} {self.target:7} {detail}{outcome}"
+        head = f"#{self.number:<4} {self.start:8.3f} {end} {self.actor:8} {self.what:16} {self.target:7}"
+        return f"{head} {detail}{outcome}"
 
 
 class History:
@@ -112,9 +113,9 @@ class History:
         return any(entry.overlaps(start, end) for entry in faults)
 
     # ------------------------------------------------------------------ printing
-    def replay(self, test_name: str = "") -> str:
-        selector = f" -k '{test_name}'" if test_name else ""
-        return f"SESSIONWS_FAULT_SEED={self.seed} SESSIONWS_FAULT_KINDS={self.kind} pytest tests/faults{selector}"
+    def replay(self, test_id: str = "") -> str:
+        """The command that runs this seed again (``test_id``: the pytest node id)."""
+        return f"SESSIONWS_FAULT_SEED={self.seed} .venv/bin/python -m pytest '{test_id or 'tests/faults'}'"
 
     def render(self, entries: Iterable[Entry] | None = None, limit: int = 400) -> str:
         """The history as text (the verbs of pool storms are summarised by their fault)."""

@@ -146,8 +146,11 @@ class Workload:
         if (session := self._session(pick)) is None:
             return
         key = session.keys[int(pick * 1000) % 2]
-        options = {"confirm": "1", "timeout": "2"} if confirm else {}
-        await self.call("close", node, self.clients.browser(), "POST", "/close", key=key, **options)
+        browser = self.clients.browser()
+        if confirm:
+            await self.call("close", node, browser, "POST", "/close", key=key, confirm="1", timeout="2")
+        else:
+            await self.call("close", node, browser, "POST", "/close", key=key)
 
     async def _confirm_close(self, node: int, pick: float) -> None:
         await self._close(node, pick, confirm=True)

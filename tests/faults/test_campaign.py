@@ -94,7 +94,7 @@ async def _campaign(kind: str, seed: int, settings: Settings, directory: Path, n
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("kind", _kinds())
 async def test_fixed_seed(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    await _campaign(kind, FIXED_SEEDS[kind], SHORT, tmp_path, request.node.name)
+    await _campaign(kind, FIXED_SEEDS[kind], SHORT, tmp_path, request.node.nodeid)
 
 
 @pytest.mark.timeout(300)
@@ -103,7 +103,7 @@ async def test_fixed_seed(kind: str, tmp_path: Path, request: pytest.FixtureRequ
     [pytest.param(kind, seed, id=f"{kind}-{seed}") for kind, seed, _ in REGRESSION_SEEDS if kind in _kinds()],
 )
 async def test_regression(kind: str, seed: int, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    await _campaign(kind, seed, SHORT, tmp_path, request.node.name)
+    await _campaign(kind, seed, SHORT, tmp_path, request.node.nodeid)
 
 
 @pytest.mark.slow
@@ -111,4 +111,4 @@ async def test_regression(kind: str, seed: int, tmp_path: Path, request: pytest.
 @pytest.mark.parametrize("run", range(FRESH_SEEDS))
 @pytest.mark.parametrize("kind", _kinds())
 async def test_fresh_seeds(kind: str, run: int, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    await _campaign(kind, secrets.randbelow(2**31), LONG, tmp_path, request.node.name)
+    await _campaign(kind, secrets.randbelow(2**31), LONG, tmp_path, request.node.nodeid)
