@@ -117,7 +117,7 @@ class History:
         """The command that runs this seed again (``test_id``: the pytest node id)."""
         return f"SESSIONWS_FAULT_SEED={self.seed} .venv/bin/python -m pytest '{test_id or 'tests/faults'}'"
 
-    def render(self, entries: Iterable[Entry] | None = None, limit: int = 400) -> str:
+    def render(self, entries: Iterable[Entry] | None = None, limit: int = 5000) -> str:
         """The history as text (the verbs of pool storms are summarised by their fault)."""
         chosen = [
             entry for entry in (self.entries if entries is None else entries) if not entry.detail.get("storm")
