@@ -12,36 +12,58 @@ class Membership:
     """Live nodes, learnt from heartbeats on the namespace's control channel.
 
     A node is live until ``misses`` of its announced heartbeat intervals pass without
-    a beat, or until it says it leaves.
+    a beat, or until it says it leaves. A node that fell silent without a goodbye
+    may only be paused or cut off, still holding sockets: it stays *silent* for
+    ``silence`` seconds, and confirmed commands keep expecting its answer (it is
+    reported missing) until it beats again or that window has passed.
     """
 
-    def __init__(self, misses: float = 3.0) -> None:
+    def __init__(self, misses: float = 3.0, silence: float = 60.0) -> None:
         self._misses = misses
+        self._silence = silence
         self._deadlines: dict[str, float] = {}
+        self._silent: dict[str, float] = {}
 
     def beat(self, node: str, interval: float) -> bool:
         """Record a heartbeat; true when the node was not known as live."""
         is_new = node not in self._deadlines
+        self._silent.pop(node, None)
         self._deadlines[node] = time.monotonic() + max(interval, 0.05) * self._misses
         return is_new
 
     def leave(self, node: str) -> bool:
+        """The node said goodbye; true when it was live."""
+        self._silent.pop(node, None)
         return self._deadlines.pop(node, None) is not None
 
-    def expire(self) -> list[str]:
-        """Drop nodes whose heartbeats stopped; return them."""
+    def expire(self) -> tuple[list[str], list[str]]:
+        """Move nodes whose heartbeats stopped to the silent ones, and forget silent
+        nodes whose window passed. Returns both lists: (fell silent, forgotten)."""
         now = time.monotonic()
-        gone = [node for node, deadline in self._deadlines.items() if deadline <= now]
-        for node in gone:
+        silent = [node for node, deadline in self._deadlines.items() if deadline <= now]
+        for node in silent:
             del self._deadlines[node]
-        return gone
+            self._silent[node] = now + self._silence
+        forgotten = [node for node, until in self._silent.items() if until <= now]
+        for node in forgotten:
+            del self._silent[node]
+        return silent, forgotten
 
     def live(self) -> frozenset[str]:
-        self.expire()
-        return frozenset(self._deadlines)
+        """Nodes heard from recently."""
+        now = time.monotonic()
+        return frozenset(node for node, deadline in self._deadlines.items() if deadline > now)
+
+    def expected(self) -> frozenset[str]:
+        """Nodes a confirmed command must hear from: the live ones, and those that fell
+        silent without a goodbye less than ``silence`` seconds ago."""
+        now = time.monotonic()
+        expected = {node for node, deadline in self._deadlines.items() if deadline + self._silence > now}
+        return frozenset(expected | {node for node, until in self._silent.items() if until > now})
 
     def clear(self) -> None:
         self._deadlines.clear()
+        self._silent.clear()
 
 
 class _Window:
@@ -67,12 +89,17 @@ class ReplayGuard:
 
     WINDOW = 4096
 
-    def __init__(self, floor: int = 0, max_origins: int = 10_000) -> None:
+    def __init__(self, floor: int = 0, max_origins: int = 10_000, epoch: str = "") -> None:
         self.floor = floor
+        self.epoch = epoch
         self._max_origins = max_origins
         self._origins: OrderedDict[str, _Window] = OrderedDict()
 
-    def accept(self, origin: str, sequence: int) -> bool:
+    def accept(self, origin: str, sequence: int, epoch: str | None = None) -> bool:
+        """Whether ``sequence`` from ``origin`` is new. Sequences compare only within one
+        broker epoch: the first command of a new ``epoch`` starts the guard afresh."""
+        if epoch is not None and epoch != self.epoch:
+            self.reset(0, epoch)
         window = self._origins.get(origin)
         if window is None:
             if sequence <= self.floor:
@@ -99,7 +126,9 @@ class ReplayGuard:
         if window is not None:
             self.floor = max(self.floor, window.top)
 
-    def reset(self, floor: int) -> None:
-        """The broker's sequence restarted (it lost its data)."""
+    def reset(self, floor: int, epoch: str | None = None) -> None:
+        """The broker's sequence restarted (it lost its data), or the node (re)started."""
         self._origins.clear()
         self.floor = floor
+        if epoch is not None:
+            self.epoch = epoch

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -31,6 +32,7 @@ from sessionws._codes import (
     validate_close,
 )
 from sessionws._delivery import Delivery
+from sessionws._droplog import DropLog
 from sessionws._errors import BrokerUnavailableError, NotConfiguredError, TransportError
 from sessionws._handles import CLOSED_FLAG, PENDING_FLAG, QUEUED_FLAG, Completion, Handle, KeyState
 from sessionws._keys import Batch, KeyTable
@@ -40,17 +42,27 @@ from sessionws._protocols import Connection, Transport
 from sessionws._queries import Queries, Query
 from sessionws._reports import CloseReport, Count, Event
 from sessionws._urls import transport_from_url
-from sessionws._wire import EFFECTFUL_OPS, Command, Names, WireCodec, WireError
+from sessionws._wire import EFFECTFUL_OPS, Command, DropReason, Names, WireCodec, WireError
 
 __all__ = ("SessionRegistry",)
 
-logger = logging.getLogger("sessionws")
+logger = logging.getLogger(__name__)
 
 _new_object = object.__new__
 
 DEFAULT_MARKER_TTL = 24 * 3600.0
 DEFAULT_REVOKE_TTL = 14 * 24 * 3600.0
 _REVOKED_CACHE_SIZE = 100_000
+#: A command whose sequence is this far past the newest this node knows is checked
+#: against the broker's counter before it is applied: one message must not push the
+#: replay guard past what the broker can have issued.
+_SEQUENCE_LEAP = 10_000
+#: The outbox retries with a jittered, capped exponential backoff.
+_OUTBOX_MIN_DELAY = 0.05
+_OUTBOX_MAX_DELAY = 2.0
+#: A node that fell silent without a goodbye is expected to answer confirmed
+#: commands (reported missing) for this many heartbeat intervals.
+_SILENCE_HEARTBEATS = 30
 
 
 @dataclass(slots=True)
@@ -95,6 +107,10 @@ class SessionRegistry:
       cluster). Default: the transport's ``interest_grace`` attribute, else 0.
     * ``publish_only``: a registry that holds no sockets and sends no heartbeats, for
       tools that close, revoke and count from outside the web app (the admin CLI).
+    * ``accept_unbound_commands``: with signing keys, also accept signed commands
+      that do not name their key and broker epoch (sent by sessionws 0.1).
+      Only for the length of a rolling upgrade: such a command can be replayed on
+      another key's channel.
     """
 
     def __init__(
@@ -118,6 +134,7 @@ class SessionRegistry:
         node_id: str | None = None,
         publish_only: bool = False,
         interest_grace: float | None = None,
+        accept_unbound_commands: bool = False,
     ) -> None:
         for name, value in (
             ("heartbeat_interval", heartbeat_interval),
@@ -150,7 +167,8 @@ class SessionRegistry:
         if not isinstance(grace, (int, float)) or grace < 0:
             raise ValueError("interest_grace must be zero or a positive number of seconds")
         self._interest_grace = float(grace)
-        self._codec = WireCodec(signing_keys)
+        self._codec = WireCodec(signing_keys, max_size=self.transport.max_payload)
+        self._accept_unbound = accept_unbound_commands
         self._heartbeat_interval = heartbeat_interval
         self._marker_ttl = marker_ttl
         self._revoke_ttl = revoke_ttl
@@ -176,8 +194,10 @@ class SessionRegistry:
         self._handle_counter = 0
         self._revoked: OrderedDict[str, tuple[float, int, str]] = OrderedDict()
         self._outbox: deque[_Outgoing] = deque()
+        #: Wakes the outbox's sender: something was queued, or the broker came back.
+        self._outbox_kick = anyio.Event()
         self._queries = Queries(keep=max(confirm_timeout, 60.0))
-        self._membership = Membership()
+        self._membership = Membership(silence=_SILENCE_HEARTBEATS * heartbeat_interval)
         self._replay = ReplayGuard()
         self._known_sequence = 0
         self._identity: str | None = None
@@ -209,7 +229,7 @@ class SessionRegistry:
             ),
             0,
         )
-        self._dropped: dict[str, int] = {}
+        self._drops = DropLog(logger)
         self._delivery = Delivery(
             queue_size=queue_size,
             close_timeout=close_timeout,
@@ -266,13 +286,12 @@ class SessionRegistry:
                 await self.transport.subscribe(channels)
                 await self._learn_broker()
             except TransportError:
-                logger.warning(
-                    "sessionws: the broker is unreachable at start; serving locally until it returns"
-                )
+                logger.warning("the broker is unreachable at start; serving locally until it returns")
                 self._connected = False
                 self._lost_at = time.monotonic()
             self._delivery.tasks = self._tasks
             self._tasks.start_soon(self._table.run_batches)
+            self._tasks.start_soon(self._send_outbox)
             if not self.publish_only:
                 self._tasks.start_soon(self._heartbeat)
                 self._tasks.start_soon(self._table.run_linger)
@@ -308,6 +327,10 @@ class SessionRegistry:
                 except TransportError:
                     pass
         finally:
+            if self._outbox:
+                logger.warning(
+                    "shutting down with %d commands never sent to the broker (the outbox)", len(self._outbox)
+                )
             self._running = False
             self._queries.release_all()
             tasks.cancel_scope.cancel()
@@ -323,8 +346,9 @@ class SessionRegistry:
 
     @property
     def healthy(self) -> bool:
-        """True when the broker is connected and reconciled (for readiness probes)."""
-        return self._running and self._connected and not self._recovering
+        """True when the broker is connected and reconciled and every command issued
+        here has reached it (the outbox is empty): for readiness probes."""
+        return self._running and self._connected and not self._recovering and not self._outbox
 
     @property
     def accepting(self) -> bool:
@@ -595,10 +619,11 @@ class SessionRegistry:
         completion = Completion() if confirm else None
         closed_here = self._delivery.close_key(state, code, reason, exclude_id, completion)
         outgoing = _Outgoing(op, key_hash, code, reason, exclude_id, ttl)
-        if not self._connected:
+        if not self._connected or self._outbox:
+            # Behind commands still waiting, in order (or the broker is away).
             self._queue_outgoing(outgoing, strict)
             return CloseReport(closed_here, queued=True)
-        query = Query(self._membership.live()) if confirm else None
+        query = Query(self._membership.expected()) if confirm else None
         try:
             await self._send_outgoing(outgoing, query)
         except TransportError:
@@ -640,6 +665,8 @@ class SessionRegistry:
             op,
             self.node_id,
             target=key_hash if query is not None else "",
+            key=key_hash if query is None else "",
+            epoch=self.transport.identity,
             code=outgoing.code,
             reason=outgoing.reason,
             exclude=outgoing.exclude,
@@ -701,11 +728,9 @@ class SessionRegistry:
                 "raise outbox_size or restore the broker"
             )
         self._outbox.append(outgoing)
-        logger.warning(
-            "sessionws: broker unreachable; %s queued in the outbox (%d waiting)",
-            outgoing.op,
-            len(self._outbox),
-        )
+        self._outbox_kick.set()
+        if len(self._outbox) == 1:
+            logger.warning("the broker did not take a %s; it waits in the outbox", outgoing.op)
         self._emit("outbox_queued", op=outgoing.op, depth=len(self._outbox))
 
     async def send_all(
@@ -740,7 +765,7 @@ class SessionRegistry:
                 if handle.id != exclude_id:
                     self._delivery.send(handle, data)
         outgoing = _Outgoing("send", key_hash, exclude=exclude_id, data=data)
-        if not self._connected:
+        if not self._connected or self._outbox:
             self._queue_outgoing(outgoing, strict)
             return
         try:
@@ -755,7 +780,7 @@ class SessionRegistry:
         local = self.local_count(key)
         if not self._connected:
             return Count(local, False)
-        query = Query(self._membership.live())
+        query = Query(self._membership.expected())
         token = self._queries.open(query, self._tasks_or_raise())
         command = Command("count", self.node_id, target=key_hash, query=token)
         try:
@@ -812,7 +837,7 @@ class SessionRegistry:
             "sockets": sockets,
             "keys": sum(1 for state in self._keys.values() if state.handles),
             "subscriptions": sum(1 for state in self._keys.values() if state.subscribed),
-            "dropped_by_reason": dict(self._dropped),
+            "dropped_by_reason": dict(self._drops.counts),
             "outbox": len(self._outbox),
             "members": len(self._membership.live()),
             "broker": "connected" if self._connected else "disconnected",
@@ -838,30 +863,61 @@ class SessionRegistry:
         try:
             command = self._codec.decode(payload)
         except WireError as error:
-            self._drop(error.reason)
+            self._drop(error.reason, error.detail)
             return
         if command.origin == self.node_id:
             return
         self._stats["commands_received"] += 1
-        try:
-            self._dispatch(channel, command)
-        except Exception:
-            logger.exception("sessionws: handling a %s command failed", command.op)
-            self._drop("malformed")
+        self._dispatch_safely(channel, command)
 
-    def _drop(self, reason: str) -> None:
+    def _drop(self, reason: DropReason, detail: str = "") -> None:
         self._stats["commands_dropped"] += 1
-        self._dropped[reason] = self._dropped.get(reason, 0) + 1
-        logger.warning("sessionws: dropped a broker message (%s)", reason)
+        self._drops.drop(reason, detail)
         self._emit("command_dropped", reason=reason)
+
+    def _bound_key(self, channel: str, command: Command) -> str | None:
+        """The key hash ``command`` may act on, from the channel it arrived on and what
+        it names (both signed); ``None`` when it is dropped."""
+        on_channel = self.names.key_hash_of(channel)
+        if on_channel is None:
+            if channel != self.names.control or not command.target:
+                self._drop("channel", f"a {command.op} command arrived on {channel}")
+                return None
+            if command.key and command.key != command.target:
+                self._drop("channel", "a command names two keys")
+                return None
+            return command.target
+        if (command.key or on_channel) != on_channel or command.target not in ("", on_channel):
+            self._drop("channel", "a command for another key arrived on a key's channel")
+            return None
+        if not command.key and self._codec.signed and not self._accept_unbound:
+            self._drop("unbound", "a signed command that does not name its key")
+            return None
+        return on_channel
 
     def _dispatch(self, channel: str, command: Command) -> None:
         op = command.op
-        if op in EFFECTFUL_OPS:
-            if command.sequence <= 0:
-                self._drop("malformed")
+        key_hash = ""
+        if op in EFFECTFUL_OPS or op == "count":
+            bound = self._bound_key(channel, command)
+            if bound is None:
                 return
-            if not self._replay.accept(command.origin, command.sequence):
+            key_hash = bound
+        if op in EFFECTFUL_OPS:
+            epoch = self.transport.identity
+            if not command.epoch and self._codec.signed and not self._accept_unbound:
+                self._drop("unbound", "a signed command that does not name its broker epoch")
+                return
+            if command.epoch and command.epoch != epoch:
+                self._drop("epoch", "a command issued in another broker epoch")
+                return
+            if command.sequence <= 0:
+                self._drop("malformed", "an effectful command without a sequence")
+                return
+            if command.sequence > self._known_sequence + _SEQUENCE_LEAP:
+                self._tasks_or_raise().start_soon(self._verify_sequence, channel, command)
+                return
+            if not self._replay.accept(command.origin, command.sequence, epoch):
                 self._drop("replayed")
                 return
             self._note_sequence(command.sequence)
@@ -871,7 +927,7 @@ class SessionRegistry:
         if op == "reply":
             self._queries.answer(command.query, command.origin, command.count, observer=command.observer)
             return
-        state = self._hashes.get(command.target) if command.target else self._channels.get(channel)
+        state = self._hashes.get(key_hash)
         if op == "count":
             if command.query:
                 self._spawn_reply(command, self.local_count(state.key) if state is not None else 0)
@@ -883,15 +939,11 @@ class SessionRegistry:
                         self._delivery.send(handle, command.data)
             return
         if not _close_code_ok(command.code, command.reason):
-            self._drop("malformed")
+            self._drop("malformed", f"close code {command.code} or its reason cannot be sent")
             return
         completion = Completion() if command.query else None
         if op == "revoke":
-            key_hash = command.target or (state.hash if state is not None else "")
-            if key_hash:
-                self._remember_revoked(
-                    key_hash, command.ttl or self._revoke_ttl, command.code, command.reason
-                )
+            self._remember_revoked(key_hash, command.ttl or self._revoke_ttl, command.code, command.reason)
             if state is not None:
                 for handle in list(state.handles):
                     self._delivery.close(handle, command.code, command.reason, completion)
@@ -902,6 +954,29 @@ class SessionRegistry:
         if completion is not None:
             completion.seal()
             self._tasks_or_raise().start_soon(self._reply_when_closed, command, completion)
+
+    async def _verify_sequence(self, channel: str, command: Command) -> None:
+        """A command far ahead of what this node knows: apply it only if the broker
+        has issued that sequence (a node that was quiet for long is simply behind)."""
+        try:
+            current = await self.transport.current_sequence()
+        except TransportError:
+            self._drop("sequence", "could not check a sequence far ahead with the unreachable broker")
+            return
+        self._note_sequence(current)
+        if command.sequence > current:
+            self._drop("sequence", f"sequence {command.sequence} is ahead of the broker's {current}")
+            return
+        self._dispatch_safely(channel, command)
+
+    def _dispatch_safely(self, channel: str, command: Command) -> None:
+        # An exception here is a bug, not a bad message (those are dropped before):
+        # count it, log it (rate-limited like the drops), keep reading.
+        try:
+            self._dispatch(channel, command)
+        except Exception as error:
+            logger.debug("handling a %s command failed", command.op, exc_info=True)
+            self._drop("internal", f"handling a {command.op} command failed: {error!r}")
 
     def _spawn_reply(self, command: Command, count: int) -> None:
         self._tasks_or_raise().start_soon(self._reply, command, count)
@@ -923,8 +998,8 @@ class SessionRegistry:
     def _on_membership(self, command: Command) -> None:
         if command.op == "leave":
             if self._membership.leave(command.origin):
-                self._replay.forget(command.origin)
                 self._emit("member_left", node=command.origin)
+            self._replay.forget(command.origin)
             return
         if command.op != "who" and self._membership.beat(
             command.origin, command.interval or self._heartbeat_interval
@@ -946,10 +1021,19 @@ class SessionRegistry:
         while True:
             if self._connected:
                 await self._beat("beat")
-            for node in self._membership.expire():
-                self._replay.forget(node)
-                self._emit("member_left", node=node)
+            self._expire_members()
+            self._drops.flush()
             await anyio.sleep(self._heartbeat_interval)
+
+    def _expire_members(self) -> None:
+        """Nodes whose heartbeats stopped leave the membership (``member_left``, once);
+        their replay windows are kept while they may still come back."""
+        silent, forgotten = self._membership.expire()
+        for node in silent:
+            logger.info("node %s fell silent without a goodbye", node)
+            self._emit("member_left", node=node)
+        for node in forgotten:
+            self._replay.forget(node)
 
     def connection_lost(self) -> None:
         """Transport callback: the broker connection dropped."""
@@ -975,7 +1059,7 @@ class SessionRegistry:
         identity = self.transport.identity
         sequence = await self.transport.current_sequence()
         if self._identity is None:
-            self._replay.reset(sequence)
+            self._replay.reset(sequence, identity)
         self._identity = identity
         self._note_sequence(sequence)
         self._connected = True
@@ -1018,16 +1102,20 @@ class SessionRegistry:
         identity = self.transport.identity
         lost_at = self._lost_at
         outage = time.monotonic() - lost_at if lost_at is not None else 0.0
-        if self._identity is not None and identity != self._identity:
+        sequence = await self.transport.current_sequence()
+        # A new epoch says the broker lost the namespace's data; a sequence below one
+        # this node has seen says the same of a broker that kept its epoch somehow.
+        if self._identity is not None and (identity != self._identity or sequence < self._known_sequence):
             # Close first: nothing below may depend on the broker answering.
-            logger.warning("sessionws: the broker lost its data; closing local sockets with 1012")
+            logger.warning("the broker lost its data; closing local sockets with 1012")
             self._close_unknown_state(self._all_handles())
             self._membership.clear()
-            sequence = await self.transport.current_sequence()
             self._known_sequence = sequence
-            self._replay.reset(sequence)
+            self._replay.reset(sequence, identity)
+            self._identity = identity
+            await self._reassert_revocations()
         elif outage > self._marker_ttl:
-            logger.warning("sessionws: the outage outlived the markers; closing local sockets with 1012")
+            logger.warning("the outage outlived the markers; closing local sockets with 1012")
             self._close_unknown_state(self._all_handles())
         else:
             await self._reconcile()
@@ -1037,8 +1125,26 @@ class SessionRegistry:
         self._lost_at = None
         self._stats["reconciles"] += 1
         self._emit("broker_restored", outage=outage)
-        await self._flush_outbox()
+        self._outbox_kick.set()
         await self._beat("who" if self.publish_only else "hello")
+
+    async def _reassert_revocations(self) -> None:
+        """After a data loss, write again the revocations this node knows and the
+        broker forgot (each with the time it has left), so that a revoked key stays
+        refused on every node — as long as one live node remembers it."""
+        now = time.monotonic()
+        known = [(key_hash, entry) for key_hash, entry in self._revoked.items() if entry[0] > now]
+        if not known:
+            return
+        markers = await read_key_markers(self.transport, self.names, [key_hash for key_hash, _ in known])
+        written = 0
+        for key_hash, (expires, code, reason) in known:
+            if markers[key_hash].revoke is None and expires > time.monotonic():
+                outgoing = _Outgoing("revoke", key_hash, code, reason, ttl=expires - time.monotonic())
+                await self._send_outgoing(outgoing)
+                written += 1
+        logger.warning("re-asserted %d revocations the broker had lost", written)
+        self._emit("revocations_reasserted", count=written)
 
     async def _reconcile(self) -> None:
         states = [state for state in self._keys.values() if state.handles]
@@ -1090,13 +1196,36 @@ class SessionRegistry:
         for state in self._keys.values():
             state.forget_closes()
 
-    async def _flush_outbox(self) -> None:
-        while self._outbox:
+    async def _send_outbox(self) -> None:
+        """Send what waits in the outbox, oldest first, as soon as the broker takes it.
+
+        It does not wait for a reconnect: a broker that froze longer than the
+        command timeout, or a client pool that was full, never drops the connection.
+        Between tries it backs off (jittered, capped); a restored connection or a
+        newly queued command wakes it at once.
+        """
+        delay = _OUTBOX_MIN_DELAY
+        while True:
+            if not self._outbox:
+                delay = _OUTBOX_MIN_DELAY
+                await self._outbox_kick.wait()
+                self._outbox_kick = anyio.Event()
+                continue
             outgoing = self._outbox[0]
-            await self._send_outgoing(outgoing)
+            try:
+                await self._send_outgoing(outgoing)
+            except TransportError as error:
+                logger.info("the outbox (%d waiting) is not through yet: %s", len(self._outbox), error)
+                self._outbox_kick = anyio.Event()
+                with anyio.move_on_after(random.uniform(delay / 2, delay)):
+                    await self._outbox_kick.wait()
+                delay = min(delay * 2, _OUTBOX_MAX_DELAY)
+                continue
             self._outbox.popleft()
             self._stats["outbox_sent"] += 1
             self._emit("outbox_sent", op=outgoing.op, depth=len(self._outbox))
+            if not self._outbox:
+                logger.warning("the outbox is sent; every command issued here reached the broker")
 
     # ------------------------------------------------------------------ helpers
     def _note_sequence(self, sequence: int) -> None:

@@ -6,6 +6,18 @@ readable by the previous release during a rolling deploy). With signing keys, th
 is followed by ``\\n<key id>:<HMAC-SHA256 hex>``; JSON never contains a raw newline,
 so the split is unambiguous. The first key signs; every key verifies (rotation).
 
+What a command acts on is inside what is signed: ``k``, the hash of the key whose
+channel it travels on (keyed by the namespace, so it binds the namespace too), and
+``e``, the broker epoch it was issued in. A receiver drops a command whose ``k`` does
+not match the channel it arrived on, or whose ``e`` is not the broker's current
+epoch: a captured command cannot be replayed on another key, another namespace, or
+after the broker lost its data.
+
+Decoding is total: any bytes either decode to a :class:`Command` or raise
+:class:`WireError` with a reason. The size is bounded before anything is parsed, and
+so is the nesting (a command is one flat object), so no input reaches the JSON
+parser's recursion.
+
 Broker names carry a keyed BLAKE2b hash of the key, never the key itself: ids cannot be
 read off the broker, and any string is a valid key on every broker.
 """
@@ -31,7 +43,30 @@ _OPS: Final = frozenset(get_args(Op))
 #: checked against replays.
 EFFECTFUL_OPS: Final = frozenset({"close", "revoke", "send"})
 
-DropReason = Literal["malformed", "version", "op", "unsigned", "forged", "replayed"]
+DropReason = Literal[
+    "malformed",
+    "oversized",
+    "version",
+    "op",
+    "unsigned",
+    "forged",
+    "unbound",
+    "replayed",
+    "channel",
+    "epoch",
+    "sequence",
+    "internal",
+]
+
+#: Sequences are 63-bit integers (Redis ``INCR``, NATS stream sequences): anything
+#: larger cannot have come from a broker.
+MAX_SEQUENCE: Final = (1 << 63) - 1
+_MAX_COUNT: Final = 1 << 31
+#: A ttl or an interval longer than a few centuries is not one a node sent.
+_MAX_SECONDS: Final = 1e10
+#: Room for the signature line and the fields around a payload.
+_ENVELOPE: Final = 4096
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
@@ -42,6 +77,7 @@ class WireError(ValueError):
     def __init__(self, reason: DropReason, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason: DropReason = reason
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +85,8 @@ class Command:
     """One message between nodes.
 
     ``target`` is the key's hash for commands on the control channel (confirmed
-    close, count); commands on a key's own channel leave it empty.
+    close, count); commands on a key's own channel leave it empty and name their key
+    in ``key`` instead. ``epoch`` is the broker epoch the command was issued in.
     """
 
     op: Op
@@ -65,6 +102,8 @@ class Command:
     observer: bool = False
     ttl: float = 0.0
     interval: float = 0.0
+    key: str = ""
+    epoch: str = ""
 
 
 def _to_json(command: Command) -> dict[str, Any]:
@@ -93,6 +132,10 @@ def _to_json(command: Command) -> dict[str, Any]:
         body["ttl"] = command.ttl
     if command.interval:
         body["i"] = command.interval
+    if command.key:
+        body["k"] = command.key
+    if command.epoch:
+        body["e"] = command.epoch
     return body
 
 
@@ -103,6 +146,13 @@ def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], defau
     return value
 
 
+def _bounded(body: dict[str, Any], name: str, kind: type | tuple[type, ...], low: float, high: float) -> Any:
+    value = _field(body, name, kind, 0)
+    if not low <= value <= high:  # NaN fails this too
+        raise WireError("malformed", f"field {name!r} is out of range")
+    return value
+
+
 def _from_json(body: Any) -> Command:
     if not isinstance(body, dict):
         raise WireError("malformed", "not a JSON object")
@@ -110,10 +160,10 @@ def _from_json(body: Any) -> Command:
     if not isinstance(version, int) or isinstance(version, bool):
         raise WireError("malformed", "no version")
     if version != WIRE_VERSION:
-        raise WireError("version", f"wire version {version} is not {WIRE_VERSION}")
+        raise WireError("version", f"wire version {str(version)[:20]} is not {WIRE_VERSION}")
     op = body.get("op")
-    if op not in _OPS:
-        raise WireError("op", f"unknown op {op!r:.40}")
+    if not isinstance(op, str) or op not in _OPS:
+        raise WireError("op", f"unknown op {str(op)[:40]!r}")
     op = cast(Op, op)
     data: str | bytes | None = None
     if "b" in body:
@@ -129,17 +179,19 @@ def _from_json(body: Any) -> Command:
     return Command(
         op=op,
         origin=origin,
-        sequence=_field(body, "s", int, 0),
+        sequence=_bounded(body, "s", int, 0, MAX_SEQUENCE),
         target=_field(body, "t", str, ""),
         code=_field(body, "c", int, 0),
         reason=_field(body, "r", str, ""),
         exclude=_field(body, "x", str, ""),
         query=_field(body, "q", str, ""),
         data=data,
-        count=_field(body, "n", int, 0),
+        count=_bounded(body, "n", int, 0, _MAX_COUNT),
         observer=bool(_field(body, "ob", int, 0)),
-        ttl=float(_field(body, "ttl", (int, float), 0.0)),
-        interval=float(_field(body, "i", (int, float), 0.0)),
+        ttl=float(_bounded(body, "ttl", (int, float), 0, _MAX_SECONDS)),
+        interval=float(_bounded(body, "i", (int, float), 0, _MAX_SECONDS)),
+        key=_field(body, "k", str, ""),
+        epoch=_field(body, "e", str, ""),
     )
 
 
@@ -147,10 +199,27 @@ def _as_bytes(key: str | bytes) -> bytes:
     return key.encode("utf-8") if isinstance(key, str) else key
 
 
-class WireCodec:
-    """Encode, sign, verify and decode commands."""
+def _reject_constant(name: str) -> Any:
+    raise WireError("malformed", f"{name} is not a number a command may carry")
 
-    def __init__(self, signing_keys: Sequence[str | bytes] = ()) -> None:
+
+def _is_flat(body: bytes) -> bool:
+    """Whether ``body`` holds no array and at most one object outside its strings: a
+    command is one flat object, and this bounds the parser's nesting before it runs."""
+    if b"[" not in body and body.count(b"{") <= 1:
+        return True
+    outside = _JSON_STRING.sub(b'""', body)
+    return b"[" not in outside and outside.count(b"{") <= 1
+
+
+class WireCodec:
+    """Encode, sign, verify and decode commands.
+
+    ``max_size`` bounds what :meth:`decode` reads (the transport's ``max_payload``
+    plus room for the envelope); larger payloads are dropped unparsed.
+    """
+
+    def __init__(self, signing_keys: Sequence[str | bytes] = (), *, max_size: int = 1 << 20) -> None:
         if isinstance(signing_keys, (str, bytes)):
             raise TypeError("signing_keys must be a list of keys (the first one signs), not one key")
         keys = [_as_bytes(key) for key in signing_keys]
@@ -158,6 +227,7 @@ class WireCodec:
             raise ValueError("each signing key must be at least 16 bytes long")
         self._keys = {hashlib.sha256(key).hexdigest()[:8].encode(): key for key in keys}
         self._signing = next(iter(self._keys.items()), None)
+        self._max_size = max_size + _ENVELOPE
 
     @property
     def signed(self) -> bool:
@@ -191,7 +261,12 @@ class WireCodec:
         return body + b"\n" + key_id + b":" + mac
 
     def decode(self, payload: bytes) -> Command:
-        """Return the command in ``payload`` or raise :class:`WireError`."""
+        """Return the command in ``payload`` or raise :class:`WireError` (never anything else)."""
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise WireError("malformed", f"a payload is bytes, not {type(payload).__name__}")
+        if len(payload) > self._max_size:
+            raise WireError("oversized", f"{len(payload)} bytes is more than a command can be")
+        payload = bytes(payload)
         body, newline, signature = payload.rpartition(b"\n")
         if not newline:
             body, signature = payload, b""
@@ -203,9 +278,13 @@ class WireCodec:
             expected = hmac.new(key, body, hashlib.sha256).hexdigest().encode() if key else b""
             if key is None or not hmac.compare_digest(mac, expected):
                 raise WireError("forged", "the signature does not verify with any configured key")
+        if not _is_flat(body):
+            raise WireError("malformed", "nested JSON: a command is one flat object")
         try:
-            parsed = json.loads(body)
-        except (UnicodeDecodeError, ValueError) as error:
+            parsed = json.loads(body, parse_constant=_reject_constant)
+        except WireError:
+            raise
+        except (UnicodeDecodeError, ValueError, RecursionError) as error:
             raise WireError("malformed", "not JSON") from error
         return _from_json(parsed)
 
@@ -222,6 +301,7 @@ class Names:
         base = _as_bytes(secret) if secret is not None else b""
         self._hash_key = hashlib.sha256(b"sessionws names\0" + namespace.encode() + b"\0" + base).digest()
         self.control = f"{namespace}.nodes"
+        self._key_channel_prefix = f"{namespace}.k."
 
     def key_hash(self, key: str) -> str:
         digest = hashlib.blake2b(
@@ -231,6 +311,12 @@ class Names:
 
     def channel(self, key_hash: str) -> str:
         return f"{self.namespace}.k.{key_hash}"
+
+    def key_hash_of(self, channel: str) -> str | None:
+        """The key hash of a key's channel; ``None`` for any other channel."""
+        if not channel.startswith(self._key_channel_prefix):
+            return None
+        return channel[len(self._key_channel_prefix) :] or None
 
     def close_marker(self, key_hash: str) -> str:
         """The newest close of every socket of the key."""

@@ -9,8 +9,9 @@ shard: the handler hears ``connection_lost`` when the first link drops and
 ``connection_restored`` when every link is back and resubscribed.
 
 The sequence and every marker share the hash tag ``{prefix}``: one slot, so the
-mark script and ``MGET`` run on one node, atomically. ``identity`` is the
-``run_id`` of the primary owning that slot — the only node whose data matters.
+mark script and ``MGET`` run on one node, atomically. ``identity`` is the epoch kept
+in that slot (see :mod:`sessionws_redis._link`): it changes only when the primary
+owning it lost its data — the only node whose data matters.
 
 A ``MOVED`` reply or a server-side ``SUNSUBSCRIBE`` (a slot migrated) makes the
 transport reload the cluster's slot map and rebuild its links if it changed.
@@ -127,9 +128,9 @@ class RedisClusterTransport:
 
     @property
     def identity(self) -> str:
-        """The ``run_id`` of the primary holding the markers; ``""`` before ``open``."""
+        """The epoch kept beside the markers; ``""`` before ``open``."""
         link = self._links.get(self._owners[self._marker_slot]) if self._owners else None
-        return link.run_id if link is not None else ""
+        return link.epoch if link is not None else ""
 
     def open(self, handler: TransportHandler) -> AbstractAsyncContextManager[None]:
         """Discover the cluster, connect to every primary and keep the listeners running."""
@@ -175,7 +176,14 @@ class RedisClusterTransport:
             self._owners = _slot_owners(self._client)
             primaries = {node.name: node for node in self._client.get_primaries()}
             self._links = {
-                name: PubSubLink(name, _connection_factory(node), self, self._options, sharded=True)
+                name: PubSubLink(
+                    name,
+                    _connection_factory(node),
+                    self,
+                    self._options,
+                    sharded=True,
+                    epoch_key=self._options.epoch_key if name == self._owners[self._marker_slot] else None,
+                )
                 for name, node in primaries.items()
             }
             async with background_tasks() as tasks:

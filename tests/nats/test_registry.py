@@ -8,8 +8,9 @@ from contextlib import AsyncExitStack
 import anyio
 import pytest
 
-from sessionws import CLOSE_UNKNOWN_STATE, SessionRegistry
+from sessionws import CLOSE_UNKNOWN_STATE, SessionRegistry, Transport
 from tests._nats_servers import NatsServer
+from tests._registry_faults import frozen_broker_loses_no_close, two_nodes
 from tests.nats.helpers import FakeWebsocket, make_transport
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
@@ -77,3 +78,11 @@ async def test_a_close_made_during_an_outage_is_not_missed(nats_server: NatsServ
         await first.close_all("user-3")
         await wait_until(lambda: socket.close_code is not None, timeout=10)
         assert socket.close_code == 1000
+
+
+async def test_nats_frozen_longer_than_the_request_timeout_loses_no_close(nats_server: NatsServer) -> None:
+    def make() -> Transport:
+        return make_transport(nats_server.url, request_timeout=0.5)
+
+    async with two_nodes(make) as (first, second):
+        await frozen_broker_loses_no_close(first, second, nats_server.pause, nats_server.resume)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from pathlib import Path
 
 import anyio
 import pytest
@@ -268,3 +270,71 @@ async def test_errors_raised_inside_open_come_out_unwrapped(redis_server: RedisS
         async with transport.open(Recorder()):
             raise KeyError("the app's own error")
     assert not transport.connected
+
+
+async def test_a_restart_that_kept_its_data_keeps_the_identity(tmp_path: Path) -> None:
+    """A Redis that restarts with its data (AOF) is the same broker: the epoch stays, so
+    the registry reconciles from the markers instead of closing everyone with 1012."""
+    server = RedisServer(
+        tmp_path / "aof",
+        arguments=["--appendonly", "yes", "--appendfsync", "always"],
+    )
+    server.start()
+    try:
+        node = Node(RedisTransport.from_url(server.url, **FAST_RECONNECT))
+        async with node.transport.open(node.recorder):
+            identity = node.transport.identity
+            sequence = await node.transport.mark("kept", b"before", 60)
+            await anyio.to_thread.run_sync(server.restart)
+            await node.recorder.wait_for_event("restored")
+            assert node.transport.identity == identity
+            assert await node.transport.read_markers(["kept"]) == [Marker(sequence, b"before")]
+            assert await node.transport.next_sequence() == sequence + 1
+    finally:
+        server.stop()
+
+
+async def test_a_restart_that_lost_the_data_gives_every_node_the_same_new_identity(
+    redis_server: RedisServer,
+) -> None:
+    nodes = [Node(RedisTransport.from_url(redis_server.url, **FAST_RECONNECT)) for _ in range(3)]
+    async with contextlib.AsyncExitStack() as stack:
+        for node in nodes:
+            await stack.enter_async_context(node.transport.open(node.recorder))
+        identity = nodes[0].transport.identity
+        assert {node.transport.identity for node in nodes} == {identity}
+        await anyio.to_thread.run_sync(redis_server.restart)
+        for node in nodes:
+            await node.recorder.wait_for_event("restored")
+        assert len({node.transport.identity for node in nodes}) == 1
+        assert nodes[0].transport.identity != identity
+
+
+@pytest.mark.parametrize("own_client", [False, True], ids=["from_url", "callers-client"])
+async def test_a_full_connection_pool_is_back_pressure_not_a_lost_broker(
+    redis_server: RedisServer, own_client: bool
+) -> None:
+    """Hundreds of concurrent commands on a pool of 4 connections: every one waits
+    for a connection and succeeds; none is reported as an unreachable broker."""
+    if own_client:
+        client = Redis.from_url(redis_server.url, max_connections=4)  # raises when full
+        transport = RedisTransport(client, close_client=True, **FAST_RECONNECT)
+    else:
+        transport = RedisTransport.from_url(redis_server.url, max_connections=4, **FAST_RECONNECT)
+    node = Node(transport)
+    failures: list[BaseException] = []
+    sequences: list[int] = []
+
+    async def one(index: int) -> None:
+        try:
+            sequences.append(await transport.mark(f"storm{index % 50}", b"x", 60))
+            await transport.publish(channel_name(), b"y")
+        except TransportError as error:
+            failures.append(error)
+
+    async with transport.open(node.recorder), anyio.create_task_group() as tasks:
+        for index in range(600):
+            tasks.start_soon(one, index)
+    assert failures == []
+    assert len(sequences) == 600
+    assert sorted(sequences) == list(range(min(sequences), min(sequences) + 600))

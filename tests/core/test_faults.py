@@ -1,0 +1,191 @@
+"""Faults beyond kill and restart: a broker that freezes without dropping the
+connection, a broker that lost its data, a node that falls silent (issue 11).
+
+Each test fails on a registry that flushes its outbox only on reconnect, forgets
+revocations with the broker's data, compares sequences across broker epochs, drops
+silent nodes without an event, or calls a close complete without their answer.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from sessionws import Event, MemoryHub, MemoryTransport, SessionRegistry
+from sessionws._wire import Command, WireCodec
+from tests.core.helpers import FAST, RecordingConnection, cluster, settle, wait_for
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_close_the_broker_did_not_take_is_sent_without_any_reconnect() -> None:
+    """The broker answers again without the connection ever dropping (a frozen
+    broker that came back, a full client pool): the outbox sends itself."""
+    async with cluster(2) as nodes:
+        remote = RecordingConnection()
+        await nodes[1].register(remote, "session-a")
+        nodes.transport(0).refuse(1)  # the next command times out; the connection stays up
+        report = await nodes[0].close_all("session-a")
+        assert report.queued
+        assert nodes.transport(0).connected
+        assert nodes[0].stats()["outbox"] == 1 or remote.close_code == 1000
+        await wait_for(lambda: remote.close_code == 1000)
+        await wait_for(lambda: nodes[0].stats()["outbox"] == 0)
+        assert nodes[0].stats()["outbox_sent"] == 1
+        assert nodes[0].healthy
+
+
+async def test_a_node_is_not_healthy_while_its_outbox_holds_commands() -> None:
+    async with cluster(2) as nodes:
+        await nodes[1].register(RecordingConnection(), "session-a")
+        nodes.transport(0).refuse(50)
+        await nodes[0].close_all("session-a")
+        assert nodes[0].stats()["outbox"] >= 1
+        assert not nodes[0].healthy
+        await wait_for(lambda: nodes[0].healthy, timeout=10)
+
+
+async def test_the_outbox_keeps_the_order_of_commands_and_later_ones_wait_behind_it() -> None:
+    async with cluster(2) as nodes:
+        remote = RecordingConnection()
+        await nodes[1].register(remote, "session-a")
+        nodes.transport(0).refuse(3)
+        await nodes[0].send_all("session-a", "first")
+        await nodes[0].send_all("session-a", "second")  # waits behind "first", even if it could go
+        await nodes[0].close_all("session-a", reason="last")
+        await wait_for(lambda: remote.close_code == 1000, timeout=10)
+        assert remote.sent == ["first", "second"]
+        assert remote.close_reason == "last"
+
+
+async def test_a_revoke_waiting_in_the_outbox_is_enforced_here_at_once() -> None:
+    async with cluster(2) as nodes:
+        nodes.transport(0).refuse(5)
+        report = await nodes[0].revoke("user-1")
+        assert report.queued
+        assert await nodes[0].is_revoked("user-1")
+        late = RecordingConnection()
+        await nodes[0].register(late, "user-1")
+        await wait_for(lambda: late.close_code == 4401)
+        await wait_for(lambda: nodes[0].stats()["outbox"] == 0, timeout=10)
+        assert await nodes[1].is_revoked("user-1")
+
+
+async def test_a_storm_of_closes_while_the_broker_refuses_some_all_arrive() -> None:
+    async with cluster(2) as nodes:
+        remotes = [RecordingConnection() for _ in range(200)]
+        for index, connection in enumerate(remotes):
+            await nodes[1].register(connection, f"session-{index}")
+        nodes.transport(0).refuse(40)
+        for index in range(200):
+            await nodes[0].close_all(f"session-{index}")
+        await wait_for(lambda: all(connection.close_code == 1000 for connection in remotes), timeout=15)
+        assert nodes[0].stats()["outbox"] == 0
+
+
+async def test_revocations_survive_a_broker_that_lost_its_data() -> None:
+    """Node 1 never held the key, so only node 0 knows of the revocation once the
+    broker forgot it: node 0 writes it again, and node 1 refuses the key."""
+    async with cluster(2) as nodes:
+        await nodes[0].revoke("user-1", ttl=600)
+        await nodes[0].revoke("user-2", ttl=600)
+        nodes.hub.lose_data()
+        await wait_for(lambda: all(node.stats()["reconciles"] == 1 and node.healthy for node in nodes.nodes))
+        for key in ("user-1", "user-2"):
+            assert await nodes[1].is_revoked(key)
+            probe = RecordingConnection()
+            await nodes[1].register(probe, key)
+            await wait_for(lambda probe=probe: probe.close_code == 4401)  # type: ignore[misc]
+        assert not await nodes[1].is_revoked("user-3")
+
+
+async def test_a_registration_racing_the_reassertion_is_closed_when_it_arrives() -> None:
+    """A node that registers a revoked key before the node that remembers it has
+    written it again is told by the re-asserted revoke's message."""
+    async with cluster(2) as nodes:
+        await nodes[0].revoke("user-1", ttl=600)
+        nodes.transport(0).cut()
+        nodes.hub.lose_data()
+        await wait_for(lambda: nodes[1].stats()["reconciles"] == 1 and nodes[1].healthy)
+        early = RecordingConnection()
+        await nodes[1].register(early, "user-1")  # nobody has told the broker yet
+        assert early.close_code is None
+        nodes.transport(0).restore()
+        await wait_for(lambda: early.close_code == 4401, timeout=10)
+
+
+async def test_commands_of_a_new_broker_epoch_are_not_taken_for_replays() -> None:
+    """After a data loss the sequence restarts; a command of the new epoch that
+    arrives before this node has reconciled is still applied."""
+    async with cluster(2) as nodes:
+        connection = RecordingConnection()
+        await nodes[1].register(connection, "session-a")
+        for round_ in range(5):  # push node 0's window far up in the old epoch
+            await nodes[0].send_all("session-a", f"old {round_}")
+        await wait_for(lambda: len(connection.sent) == 5)
+        hub_identity = nodes.hub.identity
+        nodes.hub.lose_data()
+        assert nodes.hub.identity != hub_identity
+        key_hash = nodes[1].names.key_hash("session-a")
+        fresh = Command("send", "node0", sequence=1, data="new epoch", key=key_hash, epoch=nodes.hub.identity)
+        nodes[1].message_received(nodes[1].names.channel(key_hash), WireCodec().encode(fresh))
+        assert "replayed" not in nodes[1].stats()["dropped_by_reason"]
+
+
+async def test_a_node_that_falls_silent_leaves_the_membership_once_with_an_event() -> None:
+    events: list[Event] = []
+    async with cluster(3, on_event=events.append) as nodes:
+        nodes.transport(2).cut()
+        await wait_for(lambda: "node2" not in nodes[0].live_nodes(), timeout=5)
+        await nodes[0].count("anything", timeout=0.2)  # reads the membership too
+        await wait_for(
+            lambda: any(e.name == "member_left" and e.detail.get("node") == "node2" for e in events)
+        )
+        await settle(0.5)
+        left = [
+            event for event in events if event.name == "member_left" and event.detail.get("node") == "node2"
+        ]
+        assert len(left) == 2  # once on node 0, once on node 1
+        nodes.transport(2).restore()
+        await wait_for(lambda: "node2" in nodes[0].live_nodes())
+        joined = [e for e in events if e.name == "member_joined" and e.detail.get("node") == "node2"]
+        assert len(joined) >= 2
+
+
+async def test_a_confirmed_close_is_not_complete_while_a_silent_node_may_hold_sockets() -> None:
+    """A node paused past its heartbeats is out of the live membership, but it may
+    still hold the key's sockets: it is reported missing, not forgotten."""
+    async with cluster(3) as nodes:
+        held = RecordingConnection()
+        await nodes[2].register(held, "session-a")
+        nodes.transport(2).cut()
+        await wait_for(lambda: "node2" not in nodes[0].live_nodes(), timeout=5)
+        report = await nodes[0].close_all("session-a", confirm=True, timeout=0.3)
+        assert not report.complete
+        assert "node2" in report.missing
+        _, complete = await nodes[0].count("session-a", timeout=0.3)
+        assert not complete
+        nodes.transport(2).restore()
+        await wait_for(lambda: held.close_code == 1000, timeout=5)  # reconciled from the marker
+
+
+async def test_a_silent_node_is_forgotten_after_its_window() -> None:
+    async with cluster(3, heartbeat_interval=0.02) as nodes:
+        nodes.transport(2).cut()
+        # 30 heartbeat intervals of 0.02 s: the window is 0.6 s.
+        await wait_for(lambda: "node2" not in nodes[0].live_nodes(), timeout=5)
+        await settle(1.0)
+        report = await nodes[0].close_all("session-a", confirm=True, timeout=0.3)
+        assert report.complete
+        assert report.missing == frozenset()
+
+
+async def test_the_memory_hub_helpers_hold() -> None:
+    """The fault injection used above does what it says on the memory hub."""
+    hub = MemoryHub()
+    async with SessionRegistry(MemoryTransport(hub), **FAST) as node:
+        transport = node.transport
+        assert isinstance(transport, MemoryTransport)
+        transport.refuse(1)
+        report = await node.close_all("k")
+        assert report.queued and transport.connected
+        await wait_for(lambda: node.stats()["outbox"] == 0)
