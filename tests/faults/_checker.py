@@ -136,6 +136,8 @@ class Checker:
             revoke = tracked.probe_of
             if revoke is None or revoke.end is None or tracked.connect.start < revoke.end:
                 continue
+            if tracked.keys[0] != revoke.detail.get("key"):
+                raise AssertionError(f"the workload probed {tracked.keys[0]} for #{revoke.number}")
             probe = tracked.connect
             node = f"node{tracked.node + 1}"
             if self._probed_cut_off(tracked):

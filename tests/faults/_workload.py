@@ -73,9 +73,11 @@ class Tracked:
 
 @dataclass
 class Revoked:
-    """A session id revoked by ``entry`` (a revoke or a rotate), kept to probe with."""
+    """A session id revoked by ``entry`` (a revoke or a rotate), kept to probe with: a
+    browser holding a copy of the session's cookie from before the call."""
 
     browser: Browser
+    user: str
     entry: Entry
 
 
@@ -155,29 +157,35 @@ class Workload:
     async def _confirm_close(self, node: int, pick: float) -> None:
         await self._close(node, pick, confirm=True)
 
+    def _snapshot(self, session: Session) -> Browser:
+        """A browser with a copy of ``session``'s cookie (its id as it is now)."""
+        copy = self.clients.browser()
+        copy.cookies, copy.session_id = dict(session.browser.cookies), session.browser.session_id
+        return copy
+
     async def _revoke(self, node: int, pick: float) -> None:
         if (session := self._session(pick)) is None:
             return
         self.sessions.remove(session)
-        key = session.browser.session_id
+        before = self._snapshot(session)
+        browser = self.clients.browser()
         entry, status, _ = await self.call(
-            "revoke", node, self.clients.browser(), "POST", "/revoke", key=key, ttl="600"
+            "revoke", node, browser, "POST", "/revoke", key=before.session_id, ttl="600"
         )
         if status == 200:
-            self.revoked.append(Revoked(session.browser, entry))
+            self.revoked.append(Revoked(before, session.user, entry))
 
     async def _rotate(self, node: int, pick: float) -> None:
         if (session := self._session(pick)) is None:
             return
-        before = self.clients.browser()
-        before.cookies, before.session_id = dict(session.browser.cookies), session.browser.session_id
+        before = self._snapshot(session)
         entry, status, body = await self.call(
-            "rotate", node, session.browser, "POST", "/rotate", key=session.browser.session_id
+            "rotate", node, session.browser, "POST", "/rotate", key=before.session_id
         )
         if status == 200:
             session.browser.session_id = str(body["session"])
             entry.detail["new_key"] = session.browser.session_id
-            self.revoked.append(Revoked(before, entry))
+            self.revoked.append(Revoked(before, session.user, entry))
 
     async def _send(self, node: int, pick: float) -> None:
         if (session := self._session(pick)) is not None:
@@ -195,10 +203,7 @@ class Workload:
     async def _probe(self, node: int, pick: float) -> None:
         if self.revoked:
             revoked = self.revoked[int(pick * len(self.revoked))]
-            session = Session(revoked.browser, "")
-            await self.connect(
-                session, node, probe_of=revoked.entry, user_key=f"probe:{revoked.entry.number}"
-            )
+            await self.connect(Session(revoked.browser, revoked.user), node, probe_of=revoked.entry)
 
     # ------------------------------------------------------------------ storms
     async def pool_storm(self, node: int, calls: int) -> str:
@@ -242,11 +247,9 @@ class Workload:
         return f"{len(opened)} sockets, {registered} registered, all left"
 
     # ------------------------------------------------------------------ clients
-    async def connect(
-        self, session: Session, node: int, *, probe_of: Entry | None = None, user_key: str = ""
-    ) -> Tracked | None:
+    async def connect(self, session: Session, node: int, *, probe_of: Entry | None = None) -> Tracked | None:
         """Open a websocket and wait until it is registered or closed (``None``: refused)."""
-        keys = (session.browser.session_id, user_key or f"user:{session.user}")
+        keys = session.keys
         what = "probe" if probe_of is not None else "connect"
         detail: dict[str, Any] = {"key": keys[0]}
         if probe_of is not None:

@@ -44,8 +44,15 @@ KNOWN_OPEN: dict[str, str] = {
 #: The default check's seed per kind.
 FIXED_SEEDS = {"redis": 11, "redis-cluster": 12, "nats": 13, "nats-cluster": 14}
 
-#: Seeds that found a bug: (kind, seed, what it found). Each is replayed in the default check.
-REGRESSION_SEEDS: list[tuple[str, int, str]] = []
+#: Seeds that found a bug: (kind, seed, seconds of faults, what it found). Each replays
+#: with the duration it was found with (runs longer than the short run are slow).
+REGRESSION_SEEDS: list[tuple[str, int, float, str]] = [
+    ("redis", 2066774900, 30.0, "bug 1, bug 3; a complete=True close a node never answered"),
+    ("redis-cluster", 591156526, 30.0, "bug 1 (174 closes stranded after a pool storm), bug 3"),
+    ("redis-cluster", 1583295240, 30.0, "bug 4 (19 commands dropped as replays after a data loss)"),
+    ("nats", 1721629203, 30.0, "bug 6; closes left open"),
+    ("nats-cluster", 2003173814, 30.0, "nats-py InvalidStateError traceback after a cancelled flush"),
+]
 
 
 def _kinds() -> list[str]:
@@ -97,13 +104,26 @@ async def test_fixed_seed(kind: str, tmp_path: Path, request: pytest.FixtureRequ
     await _campaign(kind, FIXED_SEEDS[kind], SHORT, tmp_path, request.node.nodeid)
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(400)
 @pytest.mark.parametrize(
-    ("kind", "seed"),
-    [pytest.param(kind, seed, id=f"{kind}-{seed}") for kind, seed, _ in REGRESSION_SEEDS if kind in _kinds()],
+    ("kind", "seed", "duration"),
+    [
+        pytest.param(
+            kind,
+            seed,
+            duration,
+            id=f"{kind}-{seed}",
+            marks=[pytest.mark.slow] if duration > SHORT.duration else [],
+        )
+        for kind, seed, duration, _ in REGRESSION_SEEDS
+        if kind in _kinds()
+    ],
 )
-async def test_regression(kind: str, seed: int, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    await _campaign(kind, seed, SHORT, tmp_path, request.node.nodeid)
+async def test_regression(
+    kind: str, seed: int, duration: float, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    settings = Settings(duration=duration, convergence=LONG.convergence)
+    await _campaign(kind, seed, settings, tmp_path, request.node.nodeid)
 
 
 @pytest.mark.slow
