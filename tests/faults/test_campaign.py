@@ -34,11 +34,8 @@ KINDS = ("redis", "redis-cluster", "nats", "nats-cluster")
 #: Bugs of issue 11 still open: a run that finds only these is an expected failure.
 #: Remove a line once its fix is merged; the campaign then fails if it comes back.
 KNOWN_OPEN: dict[str, str] = {
-    "bug 1": f"issue 11: {BUGS['bug 1']}",
-    "bug 2": f"issue 11: {BUGS['bug 2']}",
     "bug 3": f"issue 11: {BUGS['bug 3']}",
     "bug 4": f"issue 11: {BUGS['bug 4']}",
-    "bug 6": f"issue 11: {BUGS['bug 6']}",
 }
 
 #: The default check's seed per kind.
