@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = (
     "BrokerUnavailableError",
+    "KeyRevokedError",
     "NotConfiguredError",
     "SessionWSError",
     "TransportError",
@@ -33,3 +34,7 @@ class TransportError(BrokerUnavailableError):
 
 class NotConfiguredError(SessionWSError):
     """The registry was used before it was set up (adapters say how to set it up)."""
+
+
+class KeyRevokedError(SessionWSError):
+    """A key that is revoked was given where it cannot be used (``add_keys``)."""

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import TYPE_CHECKING, ClassVar, NamedTuple
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 
 import anyio
 
@@ -89,6 +90,8 @@ class Handle:
 
     #: ``"<node id>."``, set by the registry's subclass.
     prefix: ClassVar[str] = ""
+    #: Per-socket data of the registry's handles (most have none: kept out of the slots).
+    data_table: ClassVar[dict[Handle, Mapping[str, Any]]] = {}
     _queue: deque[SendItem | CloseItem]  # set by the first enqueue
 
     def __init__(
@@ -112,7 +115,13 @@ class Handle:
     @classmethod
     def for_node(cls, prefix: str) -> type[Handle]:
         """The handle class of one registry: its handles' ids start with ``prefix``."""
-        return type("Handle", (cls,), {"__slots__": (), "prefix": prefix, "__module__": cls.__module__})
+        namespace = {"__slots__": (), "prefix": prefix, "data_table": {}, "__module__": cls.__module__}
+        return type("Handle", (cls,), namespace)
+
+    @property
+    def data(self) -> Mapping[str, Any] | None:
+        """The per-socket data given to ``register(..., data=)`` or ``set_data``."""
+        return self.data_table.get(self)
 
     @property
     def id(self) -> str:
@@ -214,6 +223,7 @@ class KeyState:
         "_closed_before",
         "_linger_until",
         "_subscribed",
+        "added",
         "channel",
         "handles",
         "hash",
@@ -235,6 +245,9 @@ class KeyState:
         self._subscribed = False
         self._linger_until: float | None = None
         self._closed_before = False
+        #: Handles that got this key after their registration (``add_keys``), with the
+        #: sequence at which the key took effect for them.
+        self.added: dict[Handle, int] | None = None
         #: Subscribed, not lingering, no close remembered: a registration needs nothing
         #: but adding the handle (the registry's short path reads only this).
         self.ready = False
@@ -281,13 +294,21 @@ class KeyState:
         elif self.last_full is None or close.sequence > self.last_full.sequence:
             self.last_full = close
 
+    def since(self, handle: Handle) -> int:
+        """The sequence from which this key holds ``handle``: a close of the key with a
+        newer sequence reaches it."""
+        if self.added is not None:
+            return self.added.get(handle, handle.registration_sequence)
+        return handle.registration_sequence
+
     def close_for(self, handle: Handle) -> CloseMarker | None:
         """The newest remembered close that applies to ``handle``, if any."""
         found: CloseMarker | None = None
+        since = self.since(handle)
         for close in (self.last_full, self.last_partial):
             if (
                 close is not None
-                and close.sequence > handle.registration_sequence
+                and close.sequence > since
                 and close.exclude != handle.id
                 and (found is None or close.sequence > found.sequence)
             ):

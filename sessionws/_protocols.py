@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar, runtime_checkab
 
 if TYPE_CHECKING:
     from sessionws._handles import Handle
-    from sessionws._reports import CloseReport, Count
+    from sessionws._reports import CloseReport, Count, SendReport
 
 __all__ = (
     "Connection",
@@ -201,10 +201,14 @@ class Registry(Protocol):
         *,
         exclude: Handle | str | None = ...,
         strict: bool = ...,
-    ) -> None: ...
+        confirm: bool = ...,
+        timeout: float | None = ...,
+    ) -> SendReport: ...
 
     async def count(self, key: str, *, timeout: float | None = ...) -> Count: ...
 
     def local_count(self, key: str) -> int: ...
+
+    def note_refused(self, reason: str) -> None: ...
 
     async def close_local(self, *, code: int = ..., reason: str = ...) -> int: ...

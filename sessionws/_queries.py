@@ -21,22 +21,26 @@ class Query:
     membership. Complete when both are satisfied.
     """
 
-    __slots__ = ("answers", "done", "expected", "observers", "receivers")
+    __slots__ = ("answers", "details", "done", "expected", "observers", "receivers")
 
     def __init__(self, expected: frozenset[str]) -> None:
         self.expected = expected
         self.receivers: int | None = None
         self.answers: dict[str, int] = {}
+        #: What answers carried besides their count (presence: the members' list).
+        self.details: dict[str, str] = {}
         self.observers: set[str] = set()
         self.done = anyio.Event()
 
-    def answer(self, node: str, count: int, *, observer: bool = False) -> None:
+    def answer(self, node: str, count: int, *, observer: bool = False, detail: str | None = None) -> None:
         """Record a node's answer; an observer (a publish-only registry, such as the
         admin CLI) counts as a receiver that answered, but holds no sockets."""
         if observer:
             self.observers.add(node)
         else:
             self.answers[node] = count
+            if detail is not None:
+                self.details[node] = detail
         self.check()
 
     def expect_receivers(self, receivers: int | None) -> None:
@@ -57,7 +61,8 @@ class Query:
 
     @property
     def missing(self) -> frozenset[str]:
-        return self.expected - self.answers.keys()
+        # ``frozenset - dict_keys`` would give a plain set.
+        return self.expected.difference(self.answers)
 
 
 class Queries:
@@ -73,10 +78,12 @@ class Queries:
         tasks.start_soon(self._expire, token)
         return token
 
-    def answer(self, token: str, node: str, count: int, *, observer: bool = False) -> None:
+    def answer(
+        self, token: str, node: str, count: int, *, observer: bool = False, detail: str | None = None
+    ) -> None:
         query = self._open.get(token)
         if query is not None:
-            query.answer(node, count, observer=observer)
+            query.answer(node, count, observer=observer, detail=detail)
 
     async def _expire(self, token: str) -> None:
         try:

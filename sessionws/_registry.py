@@ -15,7 +15,7 @@ import random
 import secrets
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from types import TracebackType
@@ -31,18 +31,19 @@ from sessionws._codes import (
     CLOSE_UNKNOWN_STATE,
     validate_close,
 )
+from sessionws._data import check_data
 from sessionws._delivery import Delivery
 from sessionws._droplog import DropLog
-from sessionws._errors import BrokerUnavailableError, NotConfiguredError, TransportError
+from sessionws._errors import BrokerUnavailableError, KeyRevokedError, NotConfiguredError, TransportError
 from sessionws._handles import CLOSED_FLAG, PENDING_FLAG, QUEUED_FLAG, Completion, Handle, KeyState
 from sessionws._keys import Batch, KeyTable
 from sessionws._markers import CloseMarker, KeyMarkers, encode_marker, read_key_markers
 from sessionws._membership import Membership, ReplayGuard
 from sessionws._protocols import Connection, Transport
 from sessionws._queries import Queries, Query
-from sessionws._reports import CloseReport, Count, Event
+from sessionws._reports import CloseReport, Count, Delivered, Event, Member, Members, SendReport
 from sessionws._urls import transport_from_url
-from sessionws._wire import EFFECTFUL_OPS, Command, DropReason, Names, WireCodec, WireError
+from sessionws._wire import DIRECT_OPS, EFFECTFUL_OPS, Command, DropReason, Names, WireCodec, WireError
 
 __all__ = ("SessionRegistry",)
 
@@ -57,6 +58,9 @@ _REVOKED_CACHE_SIZE = 100_000
 #: against the broker's counter before it is applied: one message must not push the
 #: replay guard past what the broker can have issued.
 _SEQUENCE_LEAP = 10_000
+#: Commands that may wait for one such check, and how long a check's answer is fresh.
+_FAR_AHEAD_WAITING = 1000
+_SEQUENCE_CHECK_FRESH = 1.0
 #: The outbox retries with a jittered, capped exponential backoff.
 _OUTBOX_MIN_DELAY = 0.05
 _OUTBOX_MAX_DELAY = 2.0
@@ -69,13 +73,15 @@ _SILENCE_HEARTBEATS = 30
 class _Outgoing:
     """The remote part of a command issued while the broker was away."""
 
-    op: Literal["close", "revoke", "send"]
+    op: Literal["close", "revoke", "send", "broadcast", "send_to", "close_to"]
     key_hash: str
     code: int = 0
     reason: str = ""
     exclude: str = ""
     ttl: float = 0.0
     data: str | bytes | None = None
+    #: ``send_to`` / ``close_to``: the handle id (its node's inbox is the channel).
+    target: str = ""
 
 
 class SessionRegistry:
@@ -162,6 +168,7 @@ class SessionRegistry:
         # in a payload only as its origin: this node's own commands (which come back on
         # the channels it holds) are dropped without decoding.
         self._own_origin = b'"o":' + json.dumps(self.node_id, ensure_ascii=False).encode("utf-8")
+        self._inbox = self.names.inbox(self.node_id)
         self.publish_only = publish_only
         grace = getattr(self.transport, "interest_grace", 0.0) if interest_grace is None else interest_grace
         if not isinstance(grace, (int, float)) or grace < 0:
@@ -200,6 +207,8 @@ class SessionRegistry:
         self._membership = Membership(silence=_SILENCE_HEARTBEATS * heartbeat_interval)
         self._replay = ReplayGuard()
         self._known_sequence = 0
+        self._far_ahead: list[tuple[str, Command]] | None = None
+        self._sequence_checked_at = -_SEQUENCE_CHECK_FRESH
         self._identity: str | None = None
         #: The key table while registering, connected, with no fail-closed policy and no
         #: event callback (else empty): a registration under a key of it that is
@@ -230,6 +239,7 @@ class SessionRegistry:
             0,
         )
         self._drops = DropLog(logger)
+        self._refused: dict[str, int] = {}
         self._delivery = Delivery(
             queue_size=queue_size,
             close_timeout=close_timeout,
@@ -281,7 +291,7 @@ class SessionRegistry:
             self._connected = self.transport.connected
             # A publish-only registry (the admin CLI) reads the control channel too: it
             # learns the membership from heartbeats, and answers queries with 0.
-            channels = [self.names.inbox(self.node_id), self.names.control]
+            channels = [self._inbox, self.names.control]
             try:
                 await self.transport.subscribe(channels)
                 await self._learn_broker()
@@ -368,13 +378,16 @@ class SessionRegistry:
         return self._tasks
 
     # ------------------------------------------------------------------ registering
-    async def register(self, connection: Connection, keys: str | Iterable[str]) -> Handle:
+    async def register(
+        self, connection: Connection, keys: str | Iterable[str], data: Mapping[str, Any] | None = None
+    ) -> Handle:
         """Register ``connection`` under ``keys``; return once the node is subscribed
         and the keys' markers are checked.
 
         A key that is revoked, or closed while this registration was under way, ends
         with the connection closed (check ``handle.closing``); under the fail-closed
-        policy the connection is closed with 1012.
+        policy the connection is closed with 1012. ``data``, a small JSON object
+        (at most 4 KiB encoded), is kept as ``handle.data`` and shown by ``members``.
         """
         # The commonest case, a second socket of a session on this node, kept short.
         # The table's keys are valid key strings: any other ``keys`` misses it (an
@@ -383,7 +396,7 @@ class SessionRegistry:
             state = self._short_keys.get(keys)  # type: ignore[arg-type]
         except TypeError:
             state = None
-        if state is not None and state.ready:
+        if state is not None and state.ready and data is None:
             # Handle.__init__ inlined: calling a Python __init__ costs a third of this path.
             handle = _new_object(self._handle_class)
             self._handle_counter += 1
@@ -395,21 +408,26 @@ class SessionRegistry:
             handle._flags = 0
             state.handles.add(handle)
             return handle
-        return await self._register(connection, keys)
+        return await self._register(connection, keys, data)
 
-    async def _register(self, connection: Connection, keys: str | Iterable[str]) -> Handle:
+    async def _register(
+        self, connection: Connection, keys: str | Iterable[str], data: Mapping[str, Any] | None = None
+    ) -> Handle:
         """The general path: new keys, lingering keys, keys with closes remembered, the
         broker away, a policy or an event callback. (Apart from ``register`` so that the
         short path's coroutine stays small: its frame is made for every socket.)"""
         if not self._registering:
             self._refuse_registration()
         key_tuple = (keys,) if type(keys) is str and keys else _normalize_keys(keys)
+        checked_data = None if data is None else check_data(data)
         table = self._keys
         states = tuple(table.get(key) or self._table.create(key) for key in key_tuple)
         self._handle_counter += 1
         handle = self._handle_class(
             self._handle_counter, connection, states[0], states[1:], self._known_sequence
         )
+        if checked_data is not None:
+            handle.data_table[handle] = checked_data
         new_states: list[KeyState] | None = None
         waiting: list[Batch] | None = None
         # A key this node holds knows whether it was closed or revoked; a new key is
@@ -517,19 +535,105 @@ class SessionRegistry:
             for state in handle.others:
                 members = state.handles
                 members.discard(handle)
+                if state.added is not None:
+                    state.added.pop(handle, None)
                 if not members:
                     self._table.start_linger(state)
+        if handle.data_table:
+            handle.data_table.pop(handle, None)
         if self._on_event is not None:
             self._emit("unregistered", handle=handle.id)
 
     @asynccontextmanager
-    async def connection(self, connection: Connection, keys: str | Iterable[str]) -> AsyncIterator[Handle]:
+    async def connection(
+        self, connection: Connection, keys: str | Iterable[str], data: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Handle]:
         """``register`` on entry, ``unregister`` on exit, whatever happens inside."""
-        handle = await self.register(connection, keys)
+        handle = await self.register(connection, keys, data)
         try:
             yield handle
         finally:
             await self.unregister(handle)
+
+    def _own_handle(self, handle: object) -> Handle:
+        if not isinstance(handle, self._handle_class):
+            raise TypeError(f"expected a Handle this registry returned from register(), not {handle!r}")
+        if handle.closing:
+            raise ValueError(f"{handle!r} is closed or closing")
+        return handle
+
+    async def set_data(self, handle: Handle, data: Mapping[str, Any] | None) -> None:
+        """Replace ``handle.data`` (``None`` removes it); a JSON object of at most 4 KiB."""
+        handle = self._own_handle(handle)
+        if data is None:
+            handle.data_table.pop(handle, None)
+        else:
+            handle.data_table[handle] = check_data(data)
+
+    async def add_keys(self, handle: Handle, keys: str | Iterable[str]) -> None:
+        """Register ``handle`` under more ``keys`` (a room it joins, a user it logged in
+        as); idempotent. Returns once the keys are subscribed and their markers read,
+        as for ``register``: a close of a key racing the add closes the connection.
+        A revoked key raises :class:`KeyRevokedError` and adds nothing.
+        """
+        handle = self._own_handle(handle)
+        new_keys = [key for key in _normalize_keys(keys) if key not in handle.keys]
+        for key in new_keys:
+            if await self.is_revoked(key):
+                raise KeyRevokedError("a revoked key cannot be added; authenticate again first")
+        handle = self._own_handle(handle)  # still open after the checks
+        new_keys = [key for key in new_keys if key not in handle.keys]
+        if not new_keys:
+            return
+        states = [self._keys.get(key) or self._table.create(key) for key in new_keys]
+        new_states: list[KeyState] = []
+        waiting: list[Batch] = []
+        for state in states:
+            state.handles.add(handle)
+            if state.added is None:
+                state.added = {}
+            state.added[handle] = self._known_sequence
+            if state.linger_until is not None:
+                self._table.keep(state)
+            if not state.subscribed:
+                batch = state.subscribing
+                if isinstance(batch, Batch):
+                    waiting.append(batch)
+                else:
+                    new_states.append(state)
+        handle.others = (*handle.others, *states)
+        if new_states or waiting or not self._connected:
+            batches = [*waiting, *([self._table.join_batch(new_states)] if new_states else [])]
+            for batch in batches:
+                await batch.done.wait()
+            sequence = (
+                min(batch.sequence for batch in batches)
+                if batches and not any(batch.failed for batch in batches)
+                else self._known_sequence
+            )
+            for state in states:
+                if state.added is not None and handle in state.added:
+                    state.added[handle] = min(state.added[handle], sequence)
+        self._check_registration(handle)
+
+    async def remove_keys(self, handle: Handle, keys: str | Iterable[str]) -> None:
+        """Stop holding ``handle`` under ``keys`` (a room it leaves); idempotent. The
+        first key (the session's id, in the adapters) cannot be removed."""
+        handle = self._own_handle(handle)
+        removed = set(_normalize_keys(keys))
+        if handle.state.key in removed:
+            raise ValueError("the first key of a connection (its session's id) cannot be removed")
+        kept: list[KeyState] = []
+        for state in handle.others:
+            if state.key not in removed:
+                kept.append(state)
+                continue
+            state.handles.discard(handle)
+            if state.added is not None:
+                state.added.pop(handle, None)
+            if not state.handles:
+                self._table.start_linger(state)
+        handle.others = tuple(kept)
 
     # ------------------------------------------------------------------ verbs
     async def is_revoked(self, key: str) -> bool:
@@ -652,7 +756,11 @@ class SessionRegistry:
         """Write the marker (closes, revokes), then publish the command — in one atomic
         step where the transport can (``mark_and_publish``)."""
         op, key_hash = outgoing.op, outgoing.key_hash
-        channel = self.names.control if query is not None else self.names.channel(key_hash)
+        on_control = query is not None or op == "broadcast"
+        if op in DIRECT_OPS:
+            channel = self.names.inbox(outgoing.target.rpartition(".")[0])
+        else:
+            channel = self.names.control if on_control else self.names.channel(key_hash)
         marker: tuple[str, bytes, float] | None = None
         if op == "close":
             name = self.names.partial_close_marker if outgoing.exclude else self.names.close_marker
@@ -664,8 +772,8 @@ class SessionRegistry:
         command = Command(
             op,
             self.node_id,
-            target=key_hash if query is not None else "",
-            key=key_hash if query is None else "",
+            target=outgoing.target or (key_hash if on_control else ""),
+            key=key_hash if not on_control else "",
             epoch=self.transport.identity,
             code=outgoing.code,
             reason=outgoing.reason,
@@ -710,11 +818,7 @@ class SessionRegistry:
         """Remember ``close`` and close the key's sockets registered before it."""
         state.note_close(close)
         for handle in list(state.handles):
-            if (
-                not handle.pending
-                and handle.registration_sequence < close.sequence
-                and handle.id != close.exclude
-            ):
+            if not handle.pending and state.since(handle) < close.sequence and handle.id != close.exclude:
                 self._delivery.close(handle, close.code, close.reason, completion)
 
     def _queue_outgoing(self, outgoing: _Outgoing, strict: bool) -> None:
@@ -733,6 +837,32 @@ class SessionRegistry:
             logger.warning("the broker did not take a %s; it waits in the outbox", outgoing.op)
         self._emit("outbox_queued", op=outgoing.op, depth=len(self._outbox))
 
+    def _check_payload(self, data: object, op: str = "send", exclude: str = "") -> str | bytes:
+        if not isinstance(data, (str, bytes)):
+            raise TypeError(f"data must be str or bytes, not {type(data).__name__}")
+        probe = Command(
+            "send", self.node_id, sequence=2**62, exclude=exclude, data=data, key="0" * 32, query="0" * 16
+        )
+        size = len(self._codec.encode(replace(probe, epoch=self.transport.identity or "0" * 32)))
+        if size > self.transport.max_payload:
+            raise ValueError(
+                f"this message needs {size} bytes on the wire; the broker allows "
+                f"{self.transport.max_payload}. Send less, or send a reference the clients fetch."
+            )
+        return data
+
+    async def _send_remote(self, outgoing: _Outgoing, strict: bool, query: Query | None = None) -> bool:
+        """Send ``outgoing``, or queue it; ``True`` when it reached the broker now."""
+        if not self._connected or self._outbox:
+            self._queue_outgoing(outgoing, strict)
+            return False
+        try:
+            await self._send_outgoing(outgoing, query)
+        except TransportError:
+            self._queue_outgoing(outgoing, strict)
+            return False
+        return True
+
     async def send_all(
         self,
         key: str,
@@ -740,38 +870,134 @@ class SessionRegistry:
         *,
         exclude: Handle | str | None = None,
         strict: bool = False,
-    ) -> None:
+        confirm: bool = False,
+        timeout: float | None = None,
+    ) -> SendReport:
         """Send ``data`` to every socket of ``key`` on every node (``exclude`` spares one).
 
         Each connection receives sends and closes in the order they were issued.
-        Payloads larger than the broker allows raise ``ValueError``.
+        Payloads larger than the broker allows raise ``ValueError``. With
+        ``confirm=True``, waits up to ``timeout`` for every live node to say for how
+        many sockets it queued the message (as ``close_all`` does for closes).
         """
         self._require_running()
-        if not isinstance(data, (str, bytes)):
-            raise TypeError(f"data must be str or bytes, not {type(data).__name__}")
         key_hash = self.names.key_hash(_check_key(key))
         exclude_id = exclude.id if isinstance(exclude, Handle) else (exclude or "")
-        probe = self._codec.encode(
-            Command("send", self.node_id, sequence=2**62, exclude=exclude_id, data=data)
-        )
-        if len(probe) > self.transport.max_payload:
-            raise ValueError(
-                f"this message needs {len(probe)} bytes on the wire; the broker allows "
-                f"{self.transport.max_payload}. Send less, or send a reference the clients fetch."
-            )
+        data = self._check_payload(data, exclude=exclude_id)
         state = self._hashes.get(key_hash)
-        if state is not None:
-            for handle in list(state.handles):
-                if handle.id != exclude_id:
-                    self._delivery.send(handle, data)
+        sent_here = self._send_to_handles(state.handles, data, exclude_id) if state is not None else 0
         outgoing = _Outgoing("send", key_hash, exclude=exclude_id, data=data)
-        if not self._connected or self._outbox:
-            self._queue_outgoing(outgoing, strict)
-            return
-        try:
-            await self._send_outgoing(outgoing)
-        except TransportError:
-            self._queue_outgoing(outgoing, strict)
+        query = Query(self._membership.expected()) if confirm else None
+        if not await self._send_remote(outgoing, strict, query):
+            return SendReport(sent_here, queued=True)
+        if query is None:
+            return SendReport(sent_here)
+        with anyio.move_on_after(self._confirm_timeout if timeout is None else timeout):
+            await query.done.wait()
+        answers, missing = dict(query.answers), query.missing
+        return SendReport(sent_here, nodes=answers, missing=missing, confirmed=True, complete=query.complete)
+
+    async def broadcast(
+        self, data: str | bytes, *, exclude: Handle | str | None = None, strict: bool = False
+    ) -> int:
+        """Send ``data`` to every socket of every node, in one broker message
+        (``exclude`` spares one). Returns how many sockets of this node got it."""
+        self._require_running()
+        exclude_id = exclude.id if isinstance(exclude, Handle) else (exclude or "")
+        data = self._check_payload(data, exclude=exclude_id)
+        sent_here = self._send_to_handles(self._all_handles(), data, exclude_id)
+        await self._send_remote(_Outgoing("broadcast", "", exclude=exclude_id, data=data), strict)
+        return sent_here
+
+    async def send_to(
+        self, handle_id: str, data: str | bytes, *, timeout: float | None = None, strict: bool = False
+    ) -> Delivered:
+        """Send ``data`` to one socket, wherever it is (by ``handle.id``): one message to
+        the node that holds it, which says whether it found the socket."""
+        return await self._direct("send_to", handle_id, timeout, strict, data=self._check_payload(data))
+
+    async def close_handle(
+        self,
+        handle_id: str,
+        *,
+        code: int = CLOSE_DEFAULT,
+        reason: str = "",
+        timeout: float | None = None,
+        strict: bool = False,
+    ) -> Delivered:
+        """Close one socket, wherever it is (by ``handle.id``)."""
+        validate_close(code, reason)
+        return await self._direct("close_to", handle_id, timeout, strict, code=code, reason=reason)
+
+    async def _direct(
+        self,
+        op: Literal["send_to", "close_to"],
+        handle_id: str,
+        timeout: float | None,
+        strict: bool,
+        *,
+        data: str | bytes | None = None,
+        code: int = 0,
+        reason: str = "",
+    ) -> Delivered:
+        self._require_running()
+        node, dot, number = handle_id.rpartition(".") if isinstance(handle_id, str) else ("", "", "")
+        if not dot or not node or not number.isdigit():
+            raise ValueError(f"{handle_id!r} is not a handle id (they look like '<node id>.<number>')")
+        if node == self.node_id:
+            handle = self._find_handle(handle_id)
+            if handle is not None:
+                if op == "send_to" and data is not None:
+                    self._delivery.send(handle, data)
+                else:
+                    self._delivery.close(handle, code, reason)
+            return Delivered(handle is not None, node)
+        outgoing = _Outgoing(op, "", code=code, reason=reason, data=data, target=handle_id)
+        query = Query(frozenset({node}))
+        if not await self._send_remote(outgoing, strict, query):
+            return Delivered(False, node, complete=False, queued=True)
+        with anyio.move_on_after(self._confirm_timeout if timeout is None else timeout):
+            await query.done.wait()
+        answered = query.answers.get(node)
+        return Delivered(bool(answered), node, complete=answered is not None)
+
+    async def members(self, key: str, *, limit: int | None = None, timeout: float | None = None) -> Members:
+        """Every socket of ``key`` cluster-wide: handle id, node, keys and data of each.
+
+        ``limit`` caps how many each node lists; ``complete`` is as for ``count``.
+        The answers travel on the broker: they carry the sockets' keys and data.
+        """
+        self._require_running()
+        if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+            raise ValueError("limit must be None or a positive int")
+        key_hash = self.names.key_hash(_check_key(key))
+        local_count, local_listing = self._local_members(self._hashes.get(key_hash), limit)
+        listings = {self.node_id: (local_count, local_listing)}
+        complete = False
+        missing: frozenset[str] = frozenset()
+        if self._connected:
+            query = Query(self._membership.expected())
+            token = self._queries.open(query, self._tasks_or_raise())
+            command = Command("members", self.node_id, target=key_hash, query=token, count=limit or 0)
+            try:
+                receivers = await self._publish(self.names.control, command)
+            except TransportError:
+                receivers = None
+                query = Query(frozenset({"(broker)"}))
+            else:
+                query.expect_receivers(receivers)
+                with anyio.move_on_after(self._confirm_timeout if timeout is None else timeout):
+                    await query.done.wait()
+            complete, missing = query.complete, query.missing
+            for node, count in query.answers.items():
+                listings[node] = (count, query.details.get(node, "[]"))
+        members: list[Member] = []
+        truncated = False
+        for node, (count, listing) in listings.items():
+            entries = _members_of(listing)
+            truncated = truncated or len(entries) < count
+            members.extend(Member(entry[0], node, entry[1], entry[2]) for entry in entries)
+        return Members(tuple(members), complete, missing - {"(broker)"}, truncated)
 
     async def count(self, key: str, *, timeout: float | None = None) -> Count:
         """Sockets of ``key`` cluster-wide, and whether every live node answered."""
@@ -798,6 +1024,11 @@ class SessionRegistry:
         if state is None:
             return 0
         return sum(1 for handle in state.handles if not handle.closing)
+
+    def note_refused(self, reason: str) -> None:
+        """Count a websocket an adapter refused before the upgrade (``refused_by_reason``)."""
+        self._refused[reason] = self._refused.get(reason, 0) + 1
+        self._emit("websocket_refused", reason=reason)
 
     async def close_local(self, *, code: int = CLOSE_SHUTDOWN, reason: str = "") -> int:
         """Close every socket on this node (shutdown); wait for them, each bounded by
@@ -838,6 +1069,7 @@ class SessionRegistry:
             "keys": sum(1 for state in self._keys.values() if state.handles),
             "subscriptions": sum(1 for state in self._keys.values() if state.subscribed),
             "dropped_by_reason": dict(self._drops.counts),
+            "refused_by_reason": dict(self._refused),
             "outbox": len(self._outbox),
             "members": len(self._membership.live()),
             "broker": "connected" if self._connected else "disconnected",
@@ -898,7 +1130,15 @@ class SessionRegistry:
     def _dispatch(self, channel: str, command: Command) -> None:
         op = command.op
         key_hash = ""
-        if op in EFFECTFUL_OPS or op == "count":
+        if op == "broadcast":
+            if channel != self.names.control:
+                self._drop("channel", f"a broadcast arrived on {channel}")
+                return
+        elif op in DIRECT_OPS:
+            if channel != self._inbox or not command.target.startswith(self._handle_class.prefix):
+                self._drop("channel", f"a {op} command for another node arrived on {channel}")
+                return
+        elif op in EFFECTFUL_OPS or op in ("count", "members"):
             bound = self._bound_key(channel, command)
             if bound is None:
                 return
@@ -915,7 +1155,7 @@ class SessionRegistry:
                 self._drop("malformed", "an effectful command without a sequence")
                 return
             if command.sequence > self._known_sequence + _SEQUENCE_LEAP:
-                self._tasks_or_raise().start_soon(self._verify_sequence, channel, command)
+                self._check_far_ahead(channel, command)
                 return
             if not self._replay.accept(command.origin, command.sequence, epoch):
                 self._drop("replayed")
@@ -925,18 +1165,34 @@ class SessionRegistry:
             self._on_membership(command)
             return
         if op == "reply":
-            self._queries.answer(command.query, command.origin, command.count, observer=command.observer)
+            detail = command.data if isinstance(command.data, str) else None
+            self._queries.answer(
+                command.query, command.origin, command.count, observer=command.observer, detail=detail
+            )
+            return
+        if op == "broadcast":
+            if command.data is not None:
+                self._send_to_handles(self._all_handles(), command.data, command.exclude)
+            return
+        if op in DIRECT_OPS:
+            self._on_direct(command)
             return
         state = self._hashes.get(key_hash)
         if op == "count":
             if command.query:
                 self._spawn_reply(command, self.local_count(state.key) if state is not None else 0)
             return
+        if op == "members":
+            if command.query:
+                count, listing = self._local_members(state, command.count or None)
+                self._tasks_or_raise().start_soon(self._reply, command, count, listing)
+            return
         if op == "send":
+            sent = 0
             if state is not None and command.data is not None:
-                for handle in list(state.handles):
-                    if handle.id != command.exclude:
-                        self._delivery.send(handle, command.data)
+                sent = self._send_to_handles(state.handles, command.data, command.exclude)
+            if command.query:
+                self._spawn_reply(command, sent)
             return
         if not _close_code_ok(command.code, command.reason):
             self._drop("malformed", f"close code {command.code} or its reason cannot be sent")
@@ -955,19 +1211,39 @@ class SessionRegistry:
             completion.seal()
             self._tasks_or_raise().start_soon(self._reply_when_closed, command, completion)
 
-    async def _verify_sequence(self, channel: str, command: Command) -> None:
-        """A command far ahead of what this node knows: apply it only if the broker
-        has issued that sequence (a node that was quiet for long is simply behind)."""
+    def _check_far_ahead(self, channel: str, command: Command) -> None:
+        """A command far ahead of the newest sequence this node knows: apply it only
+        once the broker's counter shows that sequence was issued (a node that was quiet
+        for long is simply behind). One check at a time, for every command waiting on
+        it; right after a check, a sequence still that far ahead cannot be genuine."""
+        if self._far_ahead is None:
+            if time.monotonic() - self._sequence_checked_at < _SEQUENCE_CHECK_FRESH:
+                self._drop("sequence", f"sequence {command.sequence} is far ahead of the broker's counter")
+                return
+            self._far_ahead = [(channel, command)]
+            self._tasks_or_raise().start_soon(self._check_sequences)
+        elif len(self._far_ahead) < _FAR_AHEAD_WAITING:
+            self._far_ahead.append((channel, command))
+        else:
+            self._drop("sequence", "too many commands wait for a sequence check")
+
+    async def _check_sequences(self) -> None:
+        current: int | None
         try:
             current = await self.transport.current_sequence()
         except TransportError:
-            self._drop("sequence", "could not check a sequence far ahead with the unreachable broker")
-            return
-        self._note_sequence(current)
-        if command.sequence > current:
-            self._drop("sequence", f"sequence {command.sequence} is ahead of the broker's {current}")
-            return
-        self._dispatch_safely(channel, command)
+            current = None
+        waiting, self._far_ahead = self._far_ahead or [], None
+        self._sequence_checked_at = time.monotonic()
+        if current is not None:
+            self._note_sequence(current)
+        for channel, command in waiting:
+            if current is None:
+                self._drop("sequence", "could not check a sequence far ahead: the broker is unreachable")
+            elif command.sequence > current:
+                self._drop("sequence", f"sequence {command.sequence} is ahead of the broker's {current}")
+            else:
+                self._dispatch_safely(channel, command)
 
     def _dispatch_safely(self, channel: str, command: Command) -> None:
         # An exception here is a bug, not a bad message (those are dropped before):
@@ -978,6 +1254,50 @@ class SessionRegistry:
             logger.debug("handling a %s command failed", command.op, exc_info=True)
             self._drop("internal", f"handling a {command.op} command failed: {error!r}")
 
+    def _send_to_handles(self, handles: Iterable[Handle], data: str | bytes, exclude: str) -> int:
+        sent = 0
+        for handle in list(handles):
+            if handle.id != exclude and not handle.closing:
+                self._delivery.send(handle, data)
+                sent += 1
+        return sent
+
+    def _find_handle(self, handle_id: str) -> Handle | None:
+        """This node's open handle with ``handle_id`` (a scan: one socket's command)."""
+        for state in self._keys.values():
+            for handle in state.handles:
+                if handle.id == handle_id:
+                    return None if handle.closing else handle
+        return None
+
+    def _on_direct(self, command: Command) -> None:
+        handle = self._find_handle(command.target)
+        if handle is not None:
+            if command.op == "send_to" and command.data is not None:
+                self._delivery.send(handle, command.data)
+            elif command.op == "close_to":
+                if not _close_code_ok(command.code, command.reason):
+                    self._drop("malformed", f"close code {command.code} or its reason cannot be sent")
+                    return
+                self._delivery.close(handle, command.code, command.reason)
+        if command.query:
+            self._spawn_reply(command, 0 if handle is None else 1)
+
+    def _local_members(self, state: KeyState | None, limit: int | None) -> tuple[int, str]:
+        """This node's sockets of a key, as the JSON list a ``members`` reply carries
+        (cut to ``limit`` and to what one broker message can hold)."""
+        handles = sorted(
+            (handle for handle in (state.handles if state is not None else ()) if not handle.closing),
+            key=lambda handle: handle.number,
+        )
+        listing = [{"h": handle.id, "k": list(handle.keys), "d": handle.data} for handle in handles[:limit]]
+        text = json.dumps(listing, separators=(",", ":"), ensure_ascii=False)
+        budget = self.transport.max_payload // 2
+        while len(text.encode("utf-8")) > budget and listing:
+            listing = listing[: len(listing) // 2]
+            text = json.dumps(listing, separators=(",", ":"), ensure_ascii=False)
+        return len(handles), text
+
     def _spawn_reply(self, command: Command, count: int) -> None:
         self._tasks_or_raise().start_soon(self._reply, command, count)
 
@@ -986,8 +1306,10 @@ class SessionRegistry:
             await completion.done.wait()
         await self._reply(command, completion.closed)
 
-    async def _reply(self, command: Command, count: int) -> None:
-        reply = Command("reply", self.node_id, query=command.query, count=count, observer=self.publish_only)
+    async def _reply(self, command: Command, count: int, detail: str | None = None) -> None:
+        reply = Command(
+            "reply", self.node_id, query=command.query, count=count, observer=self.publish_only, data=detail
+        )
         try:
             await self._publish(self.names.inbox(command.origin), reply)
         except TransportError:
@@ -1271,6 +1593,25 @@ def _normalize_keys(keys: str | Iterable[str]) -> tuple[str, ...]:
     result = tuple(dict.fromkeys(_check_key(key) for key in keys))
     if not result:
         raise ValueError("register needs at least one key (the session-ws id)")
+    return result
+
+
+def _members_of(listing: str) -> list[tuple[str, tuple[str, ...], Mapping[str, Any] | None]]:
+    """Decode a ``members`` answer; what does not fit the shape is left out."""
+    try:
+        entries = json.loads(listing)
+    except (ValueError, RecursionError):
+        return []
+    result: list[tuple[str, tuple[str, ...], Mapping[str, Any] | None]] = []
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        handle_id, keys, data = entry.get("h"), entry.get("k"), entry.get("d")
+        if not isinstance(handle_id, str) or not isinstance(keys, list):
+            continue
+        if not all(isinstance(key, str) for key in keys) or not (data is None or isinstance(data, dict)):
+            continue
+        result.append((handle_id, tuple(keys), data))
     return result
 
 

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-__all__ = ("CloseReport", "Count", "Event")
+__all__ = ("CloseReport", "Count", "Delivered", "Event", "Member", "Members", "SendReport")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +34,61 @@ class CloseReport:
         return self.closed_here + sum(self.nodes.values())
 
 
+@dataclass(frozen=True, slots=True)
+class SendReport:
+    """The outcome of ``send_all``: sockets the message was queued for here, and with
+    ``confirm=True`` on every other node that answered (``nodes``), as for closes."""
+
+    sent_here: int
+    nodes: Mapping[str, int] = field(default_factory=dict)
+    missing: frozenset[str] = frozenset()
+    confirmed: bool = False
+    complete: bool = False
+    queued: bool = False
+
+    @property
+    def total(self) -> int:
+        """Sockets the message was queued for cluster-wide, as far as the answers tell."""
+        return self.sent_here + sum(self.nodes.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """The outcome of ``send_to`` / ``close_handle``: whether the node holding the
+    socket found it. ``complete`` is false when that node did not answer in time (or
+    the command waits in the outbox: ``queued``)."""
+
+    found: bool
+    node: str
+    complete: bool = True
+    queued: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One socket of a key, somewhere in the cluster."""
+
+    handle_id: str
+    node: str
+    keys: tuple[str, ...]
+    data: Mapping[str, object] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """``members(key)``: every socket of the key cluster-wide. ``complete`` as for
+    counts; ``truncated`` when a node held more than the limit (or than one broker
+    message can carry) and listed only part of them."""
+
+    members: tuple[Member, ...]
+    complete: bool
+    missing: frozenset[str] = frozenset()
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+
 class Count(NamedTuple):
     """``count(key)``: the cluster-wide number of sockets, and whether every live node answered."""
 
@@ -48,7 +103,8 @@ class Event:
     ``name`` is one of: ``registered``, ``unregistered``, ``closed``, ``overflow``,
     ``command_sent``, ``command_received``, ``command_dropped``, ``broker_lost``,
     ``broker_restored``, ``reconciled``, ``outbox_queued``, ``outbox_sent``,
-    ``member_joined``, ``member_left``. ``detail`` never holds a key in clear.
+    ``member_joined``, ``member_left``, ``websocket_refused`` (by an adapter, before the
+    upgrade). ``detail`` never holds a key in clear.
     """
 
     name: str

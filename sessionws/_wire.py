@@ -37,11 +37,27 @@ __all__ = ("Command", "Names", "WireCodec", "WireError")
 
 WIRE_VERSION: Final = 1
 
-Op = Literal["close", "revoke", "send", "count", "reply", "hello", "beat", "leave", "who"]
+Op = Literal[
+    "close",
+    "revoke",
+    "send",
+    "count",
+    "reply",
+    "hello",
+    "beat",
+    "leave",
+    "who",
+    "broadcast",
+    "send_to",
+    "close_to",
+    "members",
+]
 _OPS: Final = frozenset(get_args(Op))
 #: Ops whose effect must not be repeated: they carry a namespace sequence and are
 #: checked against replays.
-EFFECTFUL_OPS: Final = frozenset({"close", "revoke", "send"})
+EFFECTFUL_OPS: Final = frozenset({"close", "revoke", "send", "broadcast", "send_to", "close_to"})
+#: Ops that act on one socket, sent to the inbox of the node that holds it.
+DIRECT_OPS: Final = frozenset({"send_to", "close_to"})
 
 DropReason = Literal[
     "malformed",

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import aiohttp_session
@@ -22,10 +22,12 @@ from aiohttp import web
 
 from sessionws import (
     CLOSE_SHUTDOWN,
+    DEFAULT_MAX_SOCKETS_PER_SESSION,
     IdProvider,
     NotConfiguredError,
     SessionKeyIdProvider,
     SessionRegistry,
+    WebSocketGuard,
 )
 
 from ._compat import SessionWSRegistry
@@ -140,6 +142,7 @@ class AppState:
     registry: SessionRegistry
     id_provider: IdProvider[web.Request]
     lifetime: _Lifetime
+    guard: WebSocketGuard
 
 
 STATE_KEY = web.AppKey("sessionws_aiohttp", AppState)
@@ -150,6 +153,10 @@ def setup(
     registry: SessionRegistry | SessionWSRegistry,
     *,
     id_provider: IdProvider[web.Request] | None = None,
+    allowed_origins: str | Iterable[str] | None = None,
+    trust_forwarded: bool = False,
+    require_origin: bool = False,
+    max_sockets_per_session: int | None = DEFAULT_MAX_SOCKETS_PER_SESSION,
 ) -> None:
     """Store ``registry`` in ``app`` and tie it to the app's lifetime.
 
@@ -158,6 +165,14 @@ def setup(
     session-ws id lives; the default keeps it in the aiohttp-session session under
     ``"sessionws_id"`` (``SessionWSRegistry`` brings its own, with the old key).
     Sub-applications find the registry of their parent.
+
+    Before an upgrade, ``session_ws`` refuses with 403 an ``Origin`` that is not
+    allowed: by default anything but the request's own origin; ``allowed_origins``
+    lists others (``"https://*.example.com"``), ``"*"`` allows any;
+    ``trust_forwarded=True`` reads the own origin from the proxy's ``Forwarded`` /
+    ``X-Forwarded-*`` headers; ``require_origin=True`` also refuses upgrades without
+    ``Origin``. It refuses with 429 a socket beyond ``max_sockets_per_session`` of one
+    session id on this node (``None``: no cap). See :class:`~sessionws.WebSocketGuard`.
     """
     if not isinstance(app, web.Application):
         raise TypeError(f"setup needs an aiohttp web.Application, not {type(app).__name__}")
@@ -180,7 +195,13 @@ def setup(
         raise TypeError(
             f"registry must be a SessionRegistry or SessionWSRegistry, not {type(registry).__name__}"
         )
-    state = AppState(core, provider, _Lifetime(core))
+    guard = WebSocketGuard(
+        allowed_origins=allowed_origins,
+        trust_forwarded=trust_forwarded,
+        require_origin=require_origin,
+        max_sockets_per_session=max_sockets_per_session,
+    )
+    state = AppState(core, provider, _Lifetime(core), guard)
     app[STATE_KEY] = state
 
     async def run_registry(app: web.Application) -> AsyncIterator[None]:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from aiohttp import web
 
-from sessionws import Handle
+from sessionws import Handle, WebSocketRefusedError
 
 from ._app import new_id, state_of
 from ._connection import AiohttpConnection
@@ -30,9 +30,11 @@ async def session_ws(
     the 101 response) and under ``keys`` (a user id, rooms, ...).
 
     In order: a request that is not a websocket upgrade gets 400 and touches
-    nothing; a revoked id (or key) gets 403 before the upgrade; the socket is
-    registered only once the upgrade succeeded; it is unregistered when the block
-    ends, however it ends (errors and cancellation included)::
+    nothing; an ``Origin`` that ``setup`` does not allow gets 403 (before the session
+    is touched); a revoked id (or key) gets 403; a session that already holds
+    ``max_sockets_per_session`` sockets on this node gets 429; all before the upgrade.
+    The socket is registered only once the upgrade succeeded; it is unregistered when
+    the block ends, however it ends (errors and cancellation included)::
 
         async def handle_websocket(request):
             async with session_ws(request, keys=[f"user:{user_id}"]) as ws:
@@ -45,27 +47,51 @@ async def session_ws(
     websocket: web.WebSocketResponse = web.WebSocketResponse(**ws_options)
     if not websocket.can_prepare(request):
         raise web.HTTPBadRequest(text="this route expects a websocket upgrade")
+    registry = state.registry
+    guard = state.guard
+    try:
+        guard.check_origin(registry, _headers_of(request), request.scheme, request.path)
+    except WebSocketRefusedError as refused:
+        raise _http_error(refused) from None
 
     session_ws_id = await state.id_provider.get_id(request)
     minted = session_ws_id is None
     if session_ws_id is None:
         session_ws_id = await new_id(request)
-    registry = state.registry
     for key in extra if minted else (session_ws_id, *extra):
         if await registry.is_revoked(key):
             raise web.HTTPForbidden(text="websocket access was revoked: authenticate again")
     if id_changed(request):
         await save_session_on(request, websocket)
 
-    await websocket.prepare(request)
-    # A cancellation while registering leaves nothing registered (the registry sees to it).
-    handle = await registry.register(AiohttpConnection(websocket), (session_ws_id, *extra))
+    try:
+        with guard.socket_slot(registry, session_ws_id) as slot:
+            await websocket.prepare(request)
+            slot.release()  # the registry counts the socket from here on
+            # A cancellation while registering leaves nothing registered (the registry sees to it).
+            handle = await registry.register(AiohttpConnection(websocket), (session_ws_id, *extra))
+    except WebSocketRefusedError as refused:  # only the slot raises it, before the upgrade
+        raise _http_error(refused) from None
     websocket[_HANDLE_KEY] = handle
     try:
         yield websocket
     finally:
         # unregister never suspends, so it completes even when the task is cancelled.
         await registry.unregister(handle)
+
+
+def _headers_of(request: web.Request) -> Callable[[str], list[str]]:
+    def values(name: str) -> list[str]:
+        # The host as the app sees it (a proxy middleware may have cloned the request).
+        return [request.host] if name == "host" else request.headers.getall(name, [])
+
+    return values
+
+
+def _http_error(refused: WebSocketRefusedError) -> web.HTTPException:
+    if refused.status == 429:
+        return web.HTTPTooManyRequests(text=refused.message)
+    return web.HTTPForbidden(text=refused.message)
 
 
 def get_ws_handle(websocket: web.WebSocketResponse) -> Handle:

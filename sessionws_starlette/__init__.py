@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from sessionws_starlette._middleware import EPHEMERAL_SCOPE_KEY, SessionWSMiddleware
 from sessionws_starlette._state import (
+    GUARD_STATE_KEY,
     ID_PROVIDER_STATE_KEY,
     REGISTRY_STATE_KEY,
     RunnableRegistry,
+    get_guard,
     get_id_provider,
     get_registry,
     sessionws_lifespan,
@@ -38,6 +40,7 @@ from sessionws_starlette._websocket import MISSING_ID_REASON, StarletteConnectio
 
 __all__ = (
     "EPHEMERAL_SCOPE_KEY",
+    "GUARD_STATE_KEY",
     "ID_PROVIDER_STATE_KEY",
     "MISSING_ID_REASON",
     "REGISTRY_STATE_KEY",
@@ -50,6 +53,7 @@ __all__ = (
     "count_ws",
     "delete_session_ws_id",
     "ensure_session_ws_id",
+    "get_guard",
     "get_id_provider",
     "get_registry",
     "get_session_ws_id",

@@ -8,7 +8,7 @@ request's scope, mounted sub-apps included). Apps whose server runs no lifespan 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Mapping, MutableMapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
@@ -17,19 +17,23 @@ from starlette.requests import HTTPConnection
 
 from sessionws import (
     CLOSE_SHUTDOWN,
+    DEFAULT_MAX_SOCKETS_PER_SESSION,
     IdFactory,
     IdProvider,
     NotConfiguredError,
     Registry,
     SessionKeyIdProvider,
     SessionRegistry,
+    WebSocketGuard,
     default_id_factory,
 )
 
 __all__ = (
+    "GUARD_STATE_KEY",
     "ID_PROVIDER_STATE_KEY",
     "REGISTRY_STATE_KEY",
     "RunnableRegistry",
+    "get_guard",
     "get_id_provider",
     "get_registry",
     "sessionws_lifespan",
@@ -40,6 +44,8 @@ __all__ = (
 REGISTRY_STATE_KEY = "sessionws_registry"
 #: The lifespan-state key (and ``app.state`` attribute) holding the id provider.
 ID_PROVIDER_STATE_KEY = "sessionws_id_provider"
+#: The lifespan-state key (and ``app.state`` attribute) holding the :class:`~sessionws.WebSocketGuard`.
+GUARD_STATE_KEY = "sessionws_guard"
 
 AppT = TypeVar("AppT")
 
@@ -70,6 +76,8 @@ async def starlette_session(connection: HTTPConnection) -> MutableMapping[str, A
 
 
 _DEFAULT_ID_PROVIDER: IdProvider[HTTPConnection] = SessionKeyIdProvider(starlette_session)
+#: For apps that configure none: own origin only, 100 sockets per session and node.
+_DEFAULT_GUARD = WebSocketGuard()
 
 
 def sessionws_lifespan(
@@ -80,6 +88,10 @@ def sessionws_lifespan(
     id_provider: IdProvider[HTTPConnection] | None = None,
     session_key: str | None = None,
     id_factory: IdFactory[HTTPConnection] | None = None,
+    allowed_origins: str | Iterable[str] | None = None,
+    trust_forwarded: bool = False,
+    require_origin: bool = False,
+    max_sockets_per_session: int | None = DEFAULT_MAX_SOCKETS_PER_SESSION,
 ) -> Callable[[AppT], AbstractAsyncContextManager[dict[str, Any]]]:
     """A lifespan that runs ``registry`` for the app's lifetime, around your own ``lifespan``.
 
@@ -93,6 +105,14 @@ def sessionws_lifespan(
 
     The id lives in the session under ``session_key`` (default ``"sessionws_id"``), made by
     ``id_factory``; or pass your own ``id_provider`` (e.g. ids from a JWT) instead.
+
+    Before the accept, ``session_ws`` refuses an ``Origin`` that is not allowed (403): by
+    default anything but the request's own origin; ``allowed_origins`` lists others
+    (``"https://*.example.com"``), ``"*"`` allows any; ``trust_forwarded=True`` reads the
+    own origin from the proxy's ``Forwarded``/``X-Forwarded-*`` headers; ``require_origin=True``
+    also refuses upgrades without ``Origin``. It refuses a socket beyond
+    ``max_sockets_per_session`` of one session id on this node (429; ``None``: no cap).
+    See :class:`~sessionws.WebSocketGuard` (state key ``sessionws_guard``).
     """
     if id_provider is not None and (session_key is not None or id_factory is not None):
         raise ValueError("pass either id_provider, or session_key/id_factory for the stock provider")
@@ -106,6 +126,12 @@ def sessionws_lifespan(
             id_factory=default_id_factory if id_factory is None else id_factory,
             session_key="sessionws_id" if session_key is None else session_key,
         )
+    guard = WebSocketGuard(
+        allowed_origins=allowed_origins,
+        trust_forwarded=trust_forwarded,
+        require_origin=require_origin,
+        max_sockets_per_session=max_sockets_per_session,
+    )
     for name in ("__aenter__", "__aexit__", "close_all", "register"):
         if not hasattr(registry, name):
             raise TypeError(
@@ -122,7 +148,12 @@ def sessionws_lifespan(
             stack.push_async_callback(
                 registry.close_local, code=CLOSE_SHUTDOWN, reason="server shutting down"
             )
-            yield {**(user_state or {}), REGISTRY_STATE_KEY: registry, ID_PROVIDER_STATE_KEY: provider}
+            yield {
+                **(user_state or {}),
+                REGISTRY_STATE_KEY: registry,
+                ID_PROVIDER_STATE_KEY: provider,
+                GUARD_STATE_KEY: guard,
+            }
 
     return run
 
@@ -148,6 +179,17 @@ def get_registry(connection: HTTPConnection) -> Registry:
             "app.state.sessionws_registry = registry and run `async with registry:` yourself"
         )
     return registry  # type: ignore[no-any-return]
+
+
+def get_guard(connection: HTTPConnection) -> WebSocketGuard:
+    """The app's websocket guard (origin check, socket cap): from lifespan state or
+    ``app.state.sessionws_guard``, else the default one."""
+    guard = _lookup(connection, GUARD_STATE_KEY)
+    if guard is None:
+        return _DEFAULT_GUARD
+    if not isinstance(guard, WebSocketGuard):
+        raise TypeError(f"{GUARD_STATE_KEY} must be a sessionws.WebSocketGuard, not {type(guard).__name__}")
+    return guard
 
 
 def get_id_provider(connection: HTTPConnection) -> IdProvider[HTTPConnection]:

@@ -7,11 +7,11 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
 
 import anyio
-from starlette.exceptions import WebSocketException
+from starlette.exceptions import HTTPException, WebSocketException
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from sessionws import CLOSE_REVOKED, Handle
-from sessionws_starlette._state import get_registry
+from sessionws import CLOSE_REVOKED, Handle, WebSocketRefusedError
+from sessionws_starlette._state import get_guard, get_registry
 from sessionws_starlette._verbs import get_session_ws_id
 
 __all__ = ("MISSING_ID_REASON", "StarletteConnection", "session_ws")
@@ -65,17 +65,27 @@ async def session_ws(
     """Accept ``websocket`` and register it under its session's id (and ``keys``) while
     the block runs; unregister it on the way out, whatever happens (cancellation too).
 
-    Before the accept, a websocket whose id (or one of ``keys``) is revoked is refused:
-    the client sees HTTP 403. A websocket whose session has no id is accepted and closed
-    with 1008 and a reason naming the fix (install :class:`SessionWSMiddleware` on the
-    page, or let it mint ephemeral ids). Both refusals raise
-    :class:`starlette.exceptions.WebSocketException`, which Starlette turns into the
-    close, so your endpoint stops there. ``subprotocol`` and ``headers`` go to
-    :meth:`WebSocket.accept`; a websocket you already accepted is used as it is.
+    Before the accept, a websocket whose ``Origin`` is not allowed, or whose id (or one of
+    ``keys``) is revoked, is refused: the client sees HTTP 403. So is a socket beyond the
+    session's ``max_sockets_per_session`` on this node: HTTP 429 where the server supports
+    the ASGI websocket denial response (uvicorn, hypercorn), else 403. A websocket whose
+    session has no id is accepted and closed with 1008 and a reason naming the fix (install
+    :class:`SessionWSMiddleware` on the page, or let it mint ephemeral ids). Refusals raise
+    :class:`starlette.exceptions.WebSocketException` (or ``HTTPException`` for a denial
+    response), which Starlette turns into the answer, so your endpoint stops there.
+    ``subprotocol`` and ``headers`` go to
+    :meth:`WebSocket.accept`; a websocket you already accepted is used as it is (its
+    refusals then come after the upgrade, as a close with 1008, still before anything is
+    registered).
     """
     if isinstance(keys, str):
         raise TypeError("keys must be an iterable of str; wrap a single key in a tuple")
     registry = get_registry(websocket)
+    guard = get_guard(websocket)
+    try:
+        guard.check_origin(registry, websocket.headers.getlist, websocket.scope["scheme"], websocket.url.path)
+    except WebSocketRefusedError as refused:
+        raise _refusal(websocket, refused) from None
     session_id = await get_session_ws_id(websocket)
     if session_id is None:
         logger.warning(
@@ -93,15 +103,31 @@ async def session_ws(
         if await registry.is_revoked(key):
             # Closed before the accept, the upgrade fails with 403.
             raise WebSocketException(code=CLOSE_REVOKED, reason="session revoked")
-    if websocket.application_state == WebSocketState.CONNECTING:
-        await websocket.accept(subprotocol, headers)
-    # Shielded: a cancellation arriving while the registry subscribes would leave the
-    # socket registered with nobody holding its handle. It lands just below instead,
-    # where ``finally`` unregisters.
-    with anyio.CancelScope(shield=True):
-        handle = await registry.register(StarletteConnection(websocket), all_keys)
+    try:
+        with guard.socket_slot(registry, session_id) as slot:
+            if websocket.application_state == WebSocketState.CONNECTING:
+                await websocket.accept(subprotocol, headers)
+            slot.release()  # the registry counts the socket from here on
+            # Shielded: a cancellation arriving while the registry subscribes would leave the
+            # socket registered with nobody holding its handle. It lands just below instead,
+            # where ``finally`` unregisters.
+            with anyio.CancelScope(shield=True):
+                handle = await registry.register(StarletteConnection(websocket), all_keys)
+    except WebSocketRefusedError as refused:  # only the slot raises it, before the accept
+        raise _refusal(websocket, refused) from None
     try:
         yield handle
     finally:
         # unregister never suspends, so it completes even when the task is cancelled.
         await registry.unregister(handle)
+
+
+def _refusal(websocket: WebSocket, refused: WebSocketRefusedError) -> Exception:
+    """The exception that makes Starlette answer the refused upgrade: an HTTP response
+    with the refusal's status where the server supports denial responses (ASGI
+    ``websocket.http.response``), else a close before the accept (the client sees 403)."""
+    if websocket.application_state == WebSocketState.CONNECTING and "websocket.http.response" in (
+        websocket.scope.get("extensions") or {}
+    ):
+        return HTTPException(status_code=refused.status, detail=refused.message)
+    return WebSocketException(code=1008, reason=refused.message[:123])

@@ -31,8 +31,10 @@ from tests.cluster._proxy import TcpProxy
 
 __all__ = (
     "CLUSTER_KINDS",
+    "HEARTBEAT",
     "NAMESPACE",
     "PROXIED",
+    "SILENCE_WINDOW",
     "Cluster",
     "external_cluster",
     "local_cluster",
@@ -54,6 +56,10 @@ CLUSTER_KINDS: dict[str, tuple[str, tuple[str, ...]]] = {
 NAMESPACE = "cluster"
 #: The node that reaches the broker through a proxy the tests can cut.
 PROXIED = 2
+#: The node app's heartbeat interval, and how long a node that fell silent without a
+#: goodbye stays expected by confirmed commands (30 heartbeats).
+HEARTBEAT = 0.2
+SILENCE_WINDOW = 30 * HEARTBEAT
 #: Membership and health settle within a few heartbeats (0.2 s); this is generous.
 _SETTLE = 10.0
 

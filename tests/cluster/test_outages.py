@@ -13,12 +13,10 @@ import pytest
 from sessionws import CLOSE_DEFAULT, CLOSE_UNKNOWN_STATE
 from tests.cluster._brokers import NatsClusterBroker
 from tests.cluster._clients import ABNORMAL, Browser, Clients, Socket, assert_closed, assert_open, new_user
-from tests.cluster._cluster import Cluster
+from tests.cluster._cluster import SILENCE_WINDOW, Cluster
 from tests.cluster._nodes import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
-
-HEARTBEAT = 0.2  # the node app's default
 
 
 async def session_with_sockets(
@@ -178,12 +176,14 @@ async def test_a_node_crash_leaves_the_others_undisturbed(cluster: Cluster, clie
     await assert_open([sockets[0], *sockets[2:]])
     cluster.wait_live(0, {ids[2]})
     cluster.wait_live(2, {ids[0]})
-    left_after = time.monotonic() - killed_at
-    assert left_after < 8 * HEARTBEAT, f"the dead node stayed a member for {left_after:.2f} s"
     for index in (0, 2):
         assert cluster.nodes[index].health()["healthy"]
-    report = await clients.close_key(2, browser.session_id, confirm="1")
-    assert report["complete"] and report["nodes"] == {ids[0]: 2} and report["closed_here"] == 2, report
+    report = await clients.close_key(2, browser.session_id, confirm="1", timeout="0.5")
+    # No goodbye: the dead node may only be paused, so it stays missing for its
+    # silence window; everything that could be closed was.
+    if time.monotonic() - killed_at < SILENCE_WINDOW:
+        assert not report["complete"] and report["missing"] == [ids[1]], report
+    assert report["nodes"] == {ids[0]: 2} and report["closed_here"] == 2, report
     await assert_closed([sockets[0], *sockets[2:]], CLOSE_DEFAULT)
 
 

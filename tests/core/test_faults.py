@@ -161,7 +161,8 @@ async def test_a_confirmed_close_is_not_complete_while_a_silent_node_may_hold_so
         await wait_for(lambda: "node2" not in nodes[0].live_nodes(), timeout=5)
         report = await nodes[0].close_all("session-a", confirm=True, timeout=0.3)
         assert not report.complete
-        assert "node2" in report.missing
+        assert report.missing == frozenset({"node2"})
+        assert type(report.missing) is frozenset
         _, complete = await nodes[0].count("session-a", timeout=0.3)
         assert not complete
         nodes.transport(2).restore()

@@ -220,3 +220,35 @@ async def test_a_flood_of_bad_messages_is_counted_in_full_and_logged_in_brief(
         assert node.stats()["dropped_by_reason"] == {"malformed": 5000, "version": 5000}
         assert node.stats()["commands_dropped"] == 10_000
         assert "9990 more" in summary and "malformed: 4995" in summary and "version: 4995" in summary
+
+
+async def test_a_quiet_node_far_behind_the_broker_still_applies_genuine_commands() -> None:
+    hub = MemoryHub()
+    node0, node1 = await _two_nodes(hub)
+    async with node0, node1:
+        connection = RecordingConnection()
+        await node1.register(connection, "session-a")
+        for _ in range(25_000):  # closes elsewhere in the cluster that node 1 never heard of
+            await node0.transport.next_sequence()
+        await node0.send_all("session-a", "one")
+        await node0.send_all("session-a", "two")
+        await wait_for(lambda: connection.sent == ["one", "two"] or len(connection.sent) == 2)
+        assert sorted(connection.sent) == ["one", "two"]
+        assert node1.stats()["dropped_by_reason"] == {}
+
+
+async def test_a_flood_of_far_ahead_sequences_costs_one_check_and_is_dropped() -> None:
+    hub = MemoryHub()
+    node0, node1 = await _two_nodes(hub)
+    async with node0, node1:
+        connection = RecordingConnection()
+        await node1.register(connection, "session-a")
+        key_hash = node1.names.key_hash("session-a")
+        channel = node1.names.channel(key_hash)
+        for index in range(3000):
+            poison = Command(
+                "send", f"evil{index}", sequence=2**40 + index, data="x", key=key_hash, epoch=hub.identity
+            )
+            node1.message_received(channel, WireCodec().encode(poison))
+        await wait_for(lambda: node1.stats()["dropped_by_reason"].get("sequence") == 3000)
+        assert connection.sent == []

@@ -278,7 +278,10 @@ async def test_user_lifespan_composes_state_and_teardown_order() -> None:
         assert registry.running
         async with http_client(served) as client:
             state = (await client.get("/state")).json()
-        assert state == {"db": "connected", "keys": ["db", "sessionws_id_provider", "sessionws_registry"]}
+        assert state == {
+            "db": "connected",
+            "keys": ["db", "sessionws_guard", "sessionws_id_provider", "sessionws_registry"],
+        }
     # (Leaving the registry closes whatever is left once more: a no-op here.)
     assert events[:3] == ["user startup", "sockets closed", "user teardown"]
     assert not registry.running
