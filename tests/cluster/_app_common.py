@@ -11,12 +11,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from sessionws import CloseReport, SessionRegistry, transport_from_url
+from sessionws import CloseReport, Event, SessionRegistry, transport_from_url
 
 __all__ = (
     "EXIT_WITH_PARENT",
     "FRAMEWORKS",
     "USER_KEY",
+    "MembershipLog",
     "NodeConfig",
     "exit_with_parent",
     "make_registry",
@@ -47,6 +48,20 @@ class NodeConfig:
     #: Bound on each broker command (Redis ``command_timeout``, NATS
     #: ``request_timeout``); ``None`` keeps the transport's default.
     command_timeout: float | None = None
+    #: Keep the registry's membership events for ``GET /events`` (an ``on_event``
+    #: callback, which takes the registry off its short registering path).
+    record_events: bool = False
+
+
+class MembershipLog:
+    """The ``member_joined`` / ``member_left`` events of this node's registry, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def record(self, event: Event) -> None:
+        if event.name in ("member_joined", "member_left"):
+            self.events.append({"event": event.name, "node": str(event.detail.get("node", ""))})
 
 
 def exit_with_parent() -> None:
@@ -61,7 +76,7 @@ def exit_with_parent() -> None:
         raise SystemExit("the test process that started this node is gone")
 
 
-def make_registry(config: NodeConfig) -> SessionRegistry:
+def make_registry(config: NodeConfig, events: MembershipLog | None = None) -> SessionRegistry:
     """The node's registry: test-friendly timings, reconnects within ``reconnect_delay``.
 
     The node id is the name plus a random suffix: a restarted node is a new member.
@@ -89,6 +104,7 @@ def make_registry(config: NodeConfig) -> SessionRegistry:
         linger=config.linger,
         close_timeout=2.0,
         confirm_timeout=2.0,
+        on_event=events.record if events is not None else None,
     )
 
 

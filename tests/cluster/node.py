@@ -41,6 +41,8 @@ let the tests and the benchmark look inside. All answers are JSON:
 * ``POST /rotate`` (aiohttp only): revoke the session's id everywhere and give it a new
   one (``rotate_session_ws_id``); answers ``{"session": new id}``.
 * ``POST /send?key=K&data=D`` (aiohttp only): ``send_all(key, data)``.
+* ``GET /events`` (aiohttp, with ``--record-events``): the registry's ``member_joined``
+  and ``member_left`` events in order.
 * For the benchmark (aiohttp only): ``GET /raw-ws`` and ``POST /raw-close?id=`` (websockets
   without sessionws, for the floor; ``id=all`` closes all of them at once), and
   ``POST /bench/register?n=&concurrency=`` (register throughput).
@@ -57,7 +59,7 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
-from tests.cluster._app_common import FRAMEWORKS, NodeConfig, exit_with_parent, make_registry
+from tests.cluster._app_common import FRAMEWORKS, MembershipLog, NodeConfig, exit_with_parent, make_registry
 
 __all__ = ("build_app", "main", "parse_config")
 
@@ -82,6 +84,9 @@ def parse_config(argv: Sequence[str] | None = None) -> NodeConfig:
         "--reconnect-delay", type=float, default=float(_env("SESSIONWS_RECONNECT", "0.2") or 0.2)
     )
     parser.add_argument(
+        "--record-events", action="store_true", help="keep membership events for GET /events (aiohttp)"
+    )
+    parser.add_argument(
         "--command-timeout", type=float, default=float(_env("SESSIONWS_COMMAND_TIMEOUT", "0") or 0) or None
     )
     arguments = parser.parse_args(argv)
@@ -98,6 +103,7 @@ def parse_config(argv: Sequence[str] | None = None) -> NodeConfig:
         linger=arguments.linger,
         reconnect_delay=arguments.reconnect_delay,
         command_timeout=arguments.command_timeout,
+        record_events=arguments.record_events,
     )
 
 
@@ -109,7 +115,8 @@ def build_app(config: NodeConfig) -> Any:
         return build_starlette_app(config, make_registry(config))
     from tests.cluster._aiohttp_app import build_aiohttp_app
 
-    return build_aiohttp_app(config, make_registry(config))
+    events = MembershipLog() if config.record_events else None
+    return build_aiohttp_app(config, make_registry(config, events), events)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

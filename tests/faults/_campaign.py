@@ -75,7 +75,7 @@ class Outcome:
 
 
 async def run_campaign(kind: str, seed: int, settings: Settings, directory: Path) -> Outcome:
-    node_arguments = ["--command-timeout", str(settings.command_timeout)]
+    node_arguments = ["--command-timeout", str(settings.command_timeout), "--record-events"]
     with local_cluster(
         kind, directory, node_arguments=node_arguments, redis_arguments=PERSISTENT_REDIS
     ) as cluster:
@@ -95,7 +95,12 @@ async def run_campaign(kind: str, seed: int, settings: Settings, directory: Path
             outcome = Outcome(history)
             checker = Checker(history, workload.sockets, call_bound=settings.call_bound, grace=settings.grace)
             pending = await _converge(
-                lambda: checker.stale_sockets() + checker.outboxes(_stats(cluster)), settings.convergence
+                lambda: (
+                    checker.stale_sockets()
+                    + checker.outboxes(_stats(cluster))
+                    + checker.membership(_get_all(cluster, "/events"))
+                ),
+                settings.convergence,
             )
             history.note("campaign", "converged", "all", f"{len(pending)} outcome(s) never came")
             outcome.violations += pending
@@ -128,13 +133,18 @@ def _heal(cluster: Cluster, broker: BrokerControl) -> None:
 
 
 def _stats(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    return _get_all(cluster, "/stats", {"outbox": -1})
+
+
+def _get_all(cluster: Cluster, path: str, failed: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """``GET path`` of every node (``failed`` and the error for a node that did not answer)."""
     found: dict[str, dict[str, Any]] = {}
     for node in cluster.nodes:
         try:
-            _, body = get_json(f"{node.url}/stats", timeout=5.0)
+            _, body = get_json(f"{node.url}{path}", timeout=5.0)
         except OSError as error:
-            body = {"unreachable": str(error), "outbox": -1}
-        found[node.name] = body if isinstance(body, dict) else {"outbox": -1, "answer": body}
+            body = {**(failed or {}), "unreachable": str(error)}
+        found[node.name] = body if isinstance(body, dict) else {**(failed or {}), "answer": body}
     return found
 
 

@@ -284,6 +284,33 @@ class Checker:
         return found
 
     @staticmethod
+    def membership(logs: dict[str, dict[str, Any]]) -> list[Violation]:
+        """Every membership change emits its event once: per peer, each node saw
+        ``member_joined`` and ``member_left`` alternate, and a peer that is gone (killed,
+        restarted under a new id) ended with ``member_left`` on every node that saw it."""
+        current = {str(log.get("node")) for log in logs.values()}
+        found = []
+        for name, log in logs.items():
+            last: dict[str, str] = {}
+            for event in log.get("events") or []:
+                peer, kind = str(event["node"]), str(event["event"])
+                if last.get(peer, "member_left") == kind:
+                    found.append(
+                        Violation(
+                            "membership event twice",
+                            "new",
+                            f"{name} saw {kind} of {peer} twice in a row (or a leave before any join)",
+                        )
+                    )
+                last[peer] = kind
+            for peer, kind in last.items():
+                if peer not in current and kind != "member_left":
+                    found.append(
+                        Violation("no member_left", "bug 5", f"{name} never saw {peer} (gone) leave")
+                    )
+        return found
+
+    @staticmethod
     def leaks(stats: dict[str, dict[str, Any]], broker_channels: Iterable[str] | None) -> list[Violation]:
         """After all clients left: no socket, no key subscription on any node or the broker."""
         found = [
