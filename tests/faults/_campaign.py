@@ -62,6 +62,12 @@ class Outcome:
     violations: list[Violation] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=dict)
 
+    @property
+    def phases(self) -> str:
+        """When each phase of the run ended (seconds since its start)."""
+        notes = [entry for entry in self.history.entries if entry.actor == "campaign"]
+        return ", ".join(f"{entry.what} {entry.start:.1f} s" for entry in notes)
+
     def report(self, test_id: str = "") -> str:
         lines = [
             f"{len(self.violations)} violation(s) in the {self.history.kind} campaign, "
@@ -90,8 +96,9 @@ async def run_campaign(kind: str, seed: int, settings: Settings, directory: Path
             async with asyncio.TaskGroup() as run:
                 run.create_task(nemesis.run(schedule))
                 run.create_task(workload.run(settings.duration))
-            history.note("campaign", "healed", "all", f"{len(schedule)} faults planned")
+            history.note("campaign", "faults over", "all", f"{len(schedule)} faults planned")
             await asyncio.to_thread(_heal, cluster, broker)
+            history.note("campaign", "healed", "all")
             outcome = Outcome(history)
             checker = Checker(history, workload.sockets, call_bound=settings.call_bound, grace=settings.grace)
             pending = await _converge(
@@ -113,6 +120,7 @@ async def run_campaign(kind: str, seed: int, settings: Settings, directory: Path
                 lambda: checker.leaks(_stats(cluster), cluster.broker.key_subscriptions(NAMESPACE)),
                 settings.convergence,
             )
+            history.note("campaign", "clients left", "all")
             outcome.violations += checker.logs({node.name: _log(node) for node in _processes(cluster)})
             outcome.counts = _counts(history, workload)
     return outcome

@@ -83,7 +83,7 @@ FRESH_SEEDS = int(_number("SESSIONWS_FAULT_SEEDS", 2))
 async def _campaign(kind: str, seed: int, settings: Settings, directory: Path, name: str) -> None:
     seed = _replayed_seed() or seed
     outcome = await run_campaign(kind, seed, settings, directory)
-    print(f"\n{kind} seed {seed}: {outcome.counts}")
+    print(f"\n{kind} seed {seed}: {outcome.phases}; {outcome.counts}")
     if not outcome.violations:
         return
     report = outcome.report(name)
