@@ -21,11 +21,11 @@ from typing import Any
 
 from tests.cluster._clients import Clients
 from tests.cluster._cluster import NAMESPACE, Cluster, local_cluster
-from tests.cluster._nodes import NodeProcess, get_json, start_nodes
+from tests.cluster._nodes import NodeProcess, get_json
 from tests.faults._broker_control import PERSISTENT_REDIS, BrokerControl
 from tests.faults._checker import Checker, Violation
 from tests.faults._history import History
-from tests.faults._nemesis import Nemesis, plan
+from tests.faults._nemesis import Nemesis, plan, start_node
 from tests.faults._workload import Workload
 
 __all__ = ("Outcome", "Settings", "run_campaign")
@@ -137,7 +137,9 @@ def _heal(cluster: Cluster, broker: BrokerControl) -> None:
     broker.ensure_running()
     for node in _processes(cluster):
         node.resume()
-    start_nodes([node for node in _processes(cluster) if not node.alive], 60.0)
+    for node in _processes(cluster):
+        if not node.alive:
+            start_node(node)
 
 
 def _stats(cluster: Cluster) -> dict[str, dict[str, Any]]:

@@ -28,6 +28,8 @@ BUGS = {
     "bug 4": "after a data loss, legitimate commands are dropped as replays",
     "bug 5": "a dead node never produces member_left",
     "bug 6": "a confirmed close is complete while a node holding the key never answered",
+    # Found by the campaign, beyond issue 11's list:
+    "new 1": "a node that has just started reports complete=True before it knows its peers",
 }
 _CLOSING_VERBS = {"close": CLOSE_DEFAULT, "revoke": CLOSE_REVOKED, "rotate": CLOSE_DEFAULT}
 
@@ -255,10 +257,14 @@ class Checker:
                 ):
                     continue  # its node was dead, the socket with it
                 paused = self.history.node_disrupted(node, verb.start - 1.0, verb.end or verb.start)
+                fresh = any(
+                    kill.end is not None and 0 <= verb.start - kill.end <= 3.0
+                    for kill in self.history.faults("node-kill", target=verb.target)
+                )
                 found.append(
                     Violation(
                         "complete report was not",
-                        "bug 6" if paused else "new",
+                        "bug 6" if paused else "new 1" if fresh else "new",
                         f"#{verb.number} said complete, but {tracked.node_id} holding {tracked.socket!r} "
                         f"did not answer (answers: {sorted(report.get('nodes') or {})})",
                         [tracked.connect, verb],

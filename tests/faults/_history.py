@@ -13,8 +13,11 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ("BROKER_FAULTS", "Entry", "History")
+__all__ = ("BROKER_FAULTS", "RECONNECT", "Entry", "History")
 
+#: How long after a broker fault ends a node may still be reconnecting (its reconnect delay
+#: is 0.2 s; the rest is for a loaded machine).
+RECONNECT = 2.0
 #: Faults that may keep a node from the broker (its commands queue, its marker reads fail).
 BROKER_FAULTS = frozenset({"broker-kill", "broker-pause", "nats-failover"})
 
@@ -108,9 +111,11 @@ class History:
         return any(entry.end is None or entry.end >= start for entry in self.faults("node-kill", target=node))
 
     def broker_disrupted(self, node: str, start: float, end: float) -> bool:
-        """Whether ``node``'s broker link was down or frozen at some time in ``[start, end]``."""
+        """Whether ``node``'s broker link was down or frozen at some time in ``[start, end]``,
+        or had not been back for :data:`RECONNECT` seconds (a node reconnects, resubscribes
+        and reconciles some time after the fault is healed)."""
         faults = [*self.faults(*BROKER_FAULTS), *self.faults("node-cut", target=node)]
-        return any(entry.overlaps(start, end) for entry in faults)
+        return any(entry.overlaps(start - RECONNECT, end) for entry in faults)
 
     # ------------------------------------------------------------------ printing
     def replay(self, test_id: str = "") -> str:

@@ -12,15 +12,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tests.cluster._cluster import PROXIED, Cluster
-from tests.cluster._nodes import start_nodes
+from tests.cluster._nodes import NodeProcess, start_nodes
 from tests.faults._broker_control import BrokerControl
 from tests.faults._history import Entry, History
 
-__all__ = ("FAULTS", "Nemesis", "Planned", "Storms", "plan")
+__all__ = ("FAULTS", "Nemesis", "Planned", "Storms", "plan", "start_node")
 
 #: Every fault the nemesis knows, with its weight (0 where the cluster cannot have it).
 FAULTS = (
@@ -166,8 +167,9 @@ class Nemesis:
         node = self.cluster.process(_index(planned.target))
         node.kill()
         await asyncio.sleep(planned.params["down"])
-        await asyncio.to_thread(start_nodes, [node], 60.0)
-        return "restarted"
+        failed = await asyncio.to_thread(start_node, node)
+        entry.detail["failed_starts"] = failed
+        return "restarted" if not failed else f"restarted after {failed} failed start(s)"
 
     async def _node_pause(self, planned: Planned, entry: Entry) -> str:
         node = self.cluster.process(_index(planned.target))
@@ -199,6 +201,24 @@ class Nemesis:
         await asyncio.sleep(planned.params["down"])
         await asyncio.to_thread(self.broker.start_server, server)
         return "rejoined"
+
+
+def start_node(node: NodeProcess, timeout: float = 90.0) -> int:
+    """Start ``node`` again, retrying while it exits at start (a node refuses to start
+    while it cannot reach the broker, e.g. Redis Cluster discovery during an outage);
+    how many starts failed."""
+    deadline = time.monotonic() + timeout
+    failed = 0
+    while True:
+        try:
+            start_nodes([node], 30.0)
+            return failed
+        except RuntimeError:
+            failed += 1
+            node.kill()
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 def _index(target: str) -> int:
