@@ -119,7 +119,18 @@ class Checker:
             if self._probed_cut_off(tracked)
             and not tracked.socket.closed.is_set()
             and tracked.left_at is None
+            and tracked.probe_of is not None
+            and not self._revocation_lost(tracked.probe_of, self.history.now())
         ]
+
+    def _revocation_lost(self, revoke: Entry, until: float) -> bool:
+        """Whether nothing may know ``revoke`` any more at ``until``: its node died while
+        it sat in the outbox, or died and the broker lost its data afterwards."""
+        if not self.history.node_killed_after(revoke.target, revoke.start):
+            return False
+        if revoke.answer.get("queued") or revoke.what == "rotate":
+            return True  # a rotate does not say whether it was queued
+        return any(revoke.start <= (loss.end or 0) <= until for loss in self.history.data_losses())
 
     @staticmethod
     def outboxes(stats: dict[str, dict[str, Any]]) -> list[Violation]:
@@ -304,7 +315,7 @@ class Checker:
                     found.append(
                         Violation(
                             "membership event twice",
-                            "new",
+                            "bug 5",
                             f"{name} saw {kind} of {peer} twice in a row (or a leave before any join)",
                         )
                     )

@@ -36,6 +36,7 @@ KINDS = ("redis", "redis-cluster", "nats", "nats-cluster")
 KNOWN_OPEN: dict[str, str] = {
     "bug 3": f"issue 11: {BUGS['bug 3']}",
     "bug 4": f"issue 11: {BUGS['bug 4']}",
+    "bug 5": f"issue 11: {BUGS['bug 5']} (a data loss clears the membership without member_left)",
     "new 1": f"found by the campaign: {BUGS['new 1']}",
 }
 
