@@ -24,7 +24,7 @@ from sessionws._memory import MemoryHub, MemoryTransport
 from sessionws._origins import ANY_ORIGIN, Origin, OriginPolicy, parse_origin, parse_origin_pattern
 from sessionws._protocols import Connection, IdProvider, Marker, Registry, Transport, TransportHandler
 from sessionws._registry import SessionRegistry
-from sessionws._reports import CloseReport, Count, Event
+from sessionws._reports import CloseReport, Count, Delivered, Event, Member, Members, SendReport
 from sessionws._urls import ENTRY_POINT_GROUP, known_schemes, transport_from_url
 from sessionws._version import __version__
 
@@ -41,18 +41,22 @@ __all__ = (
     "CloseReport",
     "Connection",
     "Count",
+    "Delivered",
     "Event",
     "Handle",
     "IdFactory",
     "IdProvider",
     "KeyRevokedError",
     "Marker",
+    "Member",
+    "Members",
     "MemoryHub",
     "MemoryTransport",
     "NotConfiguredError",
     "Origin",
     "OriginPolicy",
     "Registry",
+    "SendReport",
     "SessionKeyIdProvider",
     "SessionRegistry",
     "SessionWSError",

@@ -10,8 +10,10 @@ on the cluster's broker and namespace, so the web app need not be touched::
 
 Exit codes: 0 done; 1 a confirmed close or a count is incomplete (a live node did not
 answer in time); 2 usage error (bad option, unknown URL scheme, missing extra); 3 the
-broker is unreachable. Keys are hashed before they reach the broker and are never
-printed; ``-`` as the key reads it from stdin (keeps it out of ``ps``).
+broker is unreachable; 4 a confirmed close, a revoke with ``--confirm`` or a count heard
+no live node in the namespace (a typo in ``--namespace``, or every node down). Keys are
+hashed before they reach the broker and are never printed; ``-`` as the key reads it from
+stdin (keeps it out of ``ps``).
 """
 
 from __future__ import annotations
@@ -37,12 +39,13 @@ from sessionws._reports import CloseReport
 from sessionws._urls import transport_from_url
 from sessionws._version import __version__
 
-__all__ = ("EXIT_INCOMPLETE", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main")
+__all__ = ("EXIT_INCOMPLETE", "EXIT_NO_NODES", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main")
 
 EXIT_OK = 0
 EXIT_INCOMPLETE = 1
 EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
+EXIT_NO_NODES = 4
 
 # How each built-in transport bounds its first connection; other schemes rely on the
 # overall deadline alone.
@@ -119,7 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sessionws",
         description="Close, revoke and count session websockets across a cluster.",
-        epilog="Exit codes: 0 ok, 1 incomplete (a live node did not answer), 2 usage, 3 broker unreachable.",
+        epilog=(
+            "Exit codes: 0 ok, 1 incomplete (a live node did not answer), 2 usage, 3 broker unreachable, "
+            "4 no live node in the namespace (confirmed close or revoke, count)."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"sessionws {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -181,6 +187,11 @@ def _signing_keys(args: argparse.Namespace) -> list[str]:
     return [key.strip() for key in os.environ.get("SESSIONWS_SIGNING_KEYS", "").split(",") if key.strip()]
 
 
+def _namespace(args: argparse.Namespace) -> str:
+    namespace: str = args.namespace or os.environ.get("SESSIONWS_NAMESPACE", "sessionws")
+    return namespace
+
+
 def _make_registry(args: argparse.Namespace) -> SessionRegistry:
     url = args.url or os.environ.get("SESSIONWS_URL", "")
     if not url:
@@ -194,7 +205,7 @@ def _make_registry(args: argparse.Namespace) -> SessionRegistry:
     try:
         return SessionRegistry(
             transport_from_url(url, **options),
-            namespace=args.namespace or os.environ.get("SESSIONWS_NAMESPACE", "sessionws"),
+            namespace=_namespace(args),
             name_secret=args.name_secret or os.environ.get("SESSIONWS_NAME_SECRET") or None,
             signing_keys=_signing_keys(args),
             heartbeat_interval=args.heartbeat_interval,
@@ -240,6 +251,22 @@ def _close_outcome(command: str, report: CloseReport, timeout: float) -> Outcome
     return Outcome(data, [*lines, _incomplete(report.missing, timeout)], EXIT_INCOMPLETE)
 
 
+def _no_live_node(args: argparse.Namespace, data: dict[str, Any]) -> Outcome:
+    """No node was heard from: a cron job must not read that as success."""
+    namespace = _namespace(args)
+    done = (
+        "nothing was counted"
+        if args.command == "count"
+        else f"the {args.command} was sent but nobody confirmed it"
+    )
+    message = (
+        f"no node is live in namespace {namespace!r} (no heartbeat heard in "
+        f"{args.heartbeat_interval * 1.1 + 0.05:g} s): {done}; check --url, --namespace, "
+        "--name-secret and --heartbeat-interval against the cluster's"
+    )
+    return Outcome({**data, "namespace": namespace, "error": "no live node"}, [], EXIT_NO_NODES, [message])
+
+
 def _incomplete(missing: frozenset[str], timeout: float) -> str:
     names = f" (no answer from: {', '.join(sorted(missing))})" if missing else ""
     return f"INCOMPLETE: not every live node answered within {timeout:g} s{names}"
@@ -252,6 +279,8 @@ async def _execute(registry: SessionRegistry, args: argparse.Namespace, key: str
         return Outcome({"command": "nodes", "nodes": nodes}, nodes)
     if args.command == "count" or args.confirm:
         await _listen_for_members(registry, args.heartbeat_interval)
+        if args.command == "count" and not registry.live_nodes():
+            return _no_live_node(args, {"command": "count", "total": None, "complete": False, "members": []})
     if args.command == "count":
         members = registry.live_nodes()
         total, complete = await registry.count(key, timeout=args.timeout)
@@ -282,6 +311,12 @@ async def _execute(registry: SessionRegistry, args: argparse.Namespace, key: str
             timeout=args.timeout,
             strict=True,
         )
+    if args.confirm and not report.nodes and not registry.live_nodes():
+        # Sent all the same (a node whose heartbeat was missed still acts on it, and a
+        # revoke's marker holds for nodes that start later), but nobody confirmed it.
+        return _no_live_node(
+            args, {**_close_outcome(args.command, report, args.timeout).data, "complete": False}
+        )
     return _close_outcome(args.command, report, args.timeout)
 
 
@@ -297,8 +332,7 @@ def _hints(registry: SessionRegistry, args: argparse.Namespace, outcome: Outcome
             f"{signature_drops} broker message(s) failed the signature check: use the "
             "cluster's --signing-key (or SESSIONWS_SIGNING_KEYS)"
         )
-    listened = args.command in ("count", "nodes") or getattr(args, "confirm", False)
-    if listened and not registry.live_nodes():
+    if args.command == "nodes" and not registry.live_nodes():
         hints.append(
             "no node of this namespace was heard from: check --url, --namespace, "
             "--name-secret and --heartbeat-interval"

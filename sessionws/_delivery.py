@@ -13,6 +13,7 @@ logout.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -73,7 +74,7 @@ class Delivery:
             return False
         if completion is not None:
             completion.add()
-        handle.enqueue(CloseItem(code, reason, completion))
+        handle.enqueue(CloseItem(code, reason, completion, time.monotonic()))
         self._start(handle)
         return True
 
@@ -142,7 +143,7 @@ class Delivery:
                 if isinstance(item, SendItem):
                     await self._send(handle, item.data)
                     continue
-                await self._close(handle, item.code, item.reason)
+                await self._close(handle, item.code, item.reason, item.issued)
                 if item.completion is not None:
                     item.completion.finish(True)
                 handle.clear_queue()
@@ -160,7 +161,7 @@ class Delivery:
         except Exception as error:
             logger.debug("sessionws: a send to %s failed: %r", handle.id, error)
 
-    async def _close(self, handle: Handle, code: int, reason: str) -> None:
+    async def _close(self, handle: Handle, code: int, reason: str, issued: float) -> None:
         try:
             with anyio.move_on_after(self.close_timeout) as scope:
                 await handle.connection.close(code, reason)
@@ -170,4 +171,4 @@ class Delivery:
             logger.warning("sessionws: closing %s failed: %r", handle.id, error)
         self._stats["closed"] += 1
         await self._forget(handle)
-        self._emit("closed", handle=handle.id, code=code)
+        self._emit("closed", handle=handle.id, code=code, seconds=time.monotonic() - issued)

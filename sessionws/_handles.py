@@ -57,6 +57,8 @@ class CloseItem(NamedTuple):
     code: int
     reason: str
     completion: Completion | None
+    #: ``time.monotonic()`` when the close was issued here (the ``closed`` event's ``seconds``).
+    issued: float
 
 
 _PENDING, _CLOSING, _CLOSED, _DRAINING, _QUEUED = 1, 2, 4, 8, 16

@@ -31,10 +31,31 @@ def check_id(value: object, *, source: str) -> str:
     return value
 
 
+def _check_takes_the_request(factory: Callable[..., object], source: str) -> None:
+    """Refuse, at construction, a factory that cannot be called with the request.
+
+    Otherwise the mistake (``id_factory=lambda: uuid.uuid4().hex``) would surface as a
+    500 on the first request that needs an id.
+    """
+    try:
+        signature = inspect.signature(factory)
+    except (TypeError, ValueError):  # some builtins have no signature: trust them
+        return
+    try:
+        signature.bind(object())
+    except TypeError:
+        raise TypeError(
+            f"{source}{signature} cannot be called with the request: an id factory takes the "
+            "request as its one argument and returns a str, e.g. "
+            "id_factory=lambda request: uuid.uuid4().hex"
+        ) from None
+
+
 def normalize_id_factory(factory: IdFactory[RequestT]) -> Callable[[RequestT], Awaitable[str]]:
     """Turn a sync or async id factory into one async callable, once.
 
-    The factory's kind is decided here, at construction, not sniffed on every call;
+    The factory takes the request as its one argument; one that cannot be called so
+    raises ``TypeError`` here. Its kind is decided here, at construction, not sniffed on every call;
     a sync factory that returns an awaitable is still awaited, so wrappers such as
     ``functools.partial`` of a coroutine function work too. Results are checked.
     """
@@ -42,6 +63,7 @@ def normalize_id_factory(factory: IdFactory[RequestT]) -> Callable[[RequestT], A
         raise TypeError(f"id_factory must be callable, not {type(factory).__name__}")
     name = getattr(factory, "__qualname__", repr(factory))
     source = f"id_factory {name}"
+    _check_takes_the_request(factory, source)
     if inspect.iscoroutinefunction(factory) or inspect.iscoroutinefunction(
         getattr(factory, "__call__", None)  # noqa: B004 - instances with an async __call__
     ):

@@ -19,7 +19,7 @@ import anyio
 
 from sessionws._errors import TransportError
 from sessionws._handles import KeyState
-from sessionws._markers import KeyMarkers, read_key_markers
+from sessionws._markers import KeyMarkers, MarkerCheck, read_key_markers
 from sessionws._protocols import Transport
 from sessionws._wire import Names
 
@@ -62,6 +62,7 @@ class KeyTable:
         apply_markers: Callable[[KeyState, KeyMarkers], None],
         note_sequence: Callable[[int], None],
         after_subscribe: Callable[[list[KeyState]], None],
+        check_marker: MarkerCheck | None = None,
     ) -> None:
         self.transport = transport
         self.names = names
@@ -72,6 +73,7 @@ class KeyTable:
         self._apply_markers = apply_markers
         self._note_sequence = note_sequence
         self._after_subscribe = after_subscribe
+        self._check_marker = check_marker
         self._batch: Batch | None = None
         self._batch_wanted = anyio.Event()
         self._linger_wake = anyio.Event()
@@ -160,7 +162,8 @@ class KeyTable:
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(read_sequence)
             await self.transport.subscribe([state.channel for state in states])
-        markers = await read_key_markers(self.transport, self.names, [state.hash for state in states])
+        hashes = [state.hash for state in states]
+        markers = await read_key_markers(self.transport, self.names, hashes, self._check_marker)
         self._note_sequence(sequence)
         batch.sequence = sequence
         for state in states:

@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from sessionws._codes import CLOSE_DEFAULT, CLOSE_REVOKED
 from sessionws._protocols import Marker, Transport
 from sessionws._wire import Names
 
-__all__ = ("CloseMarker", "KeyMarkers", "encode_marker", "read_key_markers")
+__all__ = ("CloseMarker", "KeyMarkers", "MarkerCheck", "encode_marker", "read_key_markers")
 
-logger = logging.getLogger("sessionws")
+logger = logging.getLogger(__name__)
+
+#: Checks a marker's value by its name: the value to believe, or ``None`` (forged).
+MarkerCheck = Callable[[str, bytes], bytes | None]
+#: A marker's value is a small JSON object; anything larger was not written by a node.
+_MAX_MARKER_BYTES = 4096
 
 #: Marker reads are batched in chunks of this many keys (each key has three markers).
 READ_CHUNK = 500
@@ -61,6 +66,8 @@ def _decode(marker: Marker | None, default_code: int) -> CloseMarker | None:
     if marker is None:
         return None
     try:
+        if len(marker.value) > _MAX_MARKER_BYTES:
+            raise ValueError("too large")
         body = json.loads(marker.value)
         code, reason, exclude = body.get("c", default_code), body.get("r", ""), body.get("x", "")
         expires = body.get("e")
@@ -68,18 +75,26 @@ def _decode(marker: Marker | None, default_code: int) -> CloseMarker | None:
             raise TypeError("marker fields have the wrong types")
         if expires is not None and not isinstance(expires, (int, float)):
             raise TypeError("marker expiry has the wrong type")
-    except (ValueError, TypeError, AttributeError):
+    except (ValueError, TypeError, AttributeError, RecursionError):
         # A marker we cannot read still says *that* the key was closed: act on it
         # with the default code rather than ignore it.
-        logger.warning("sessionws: unreadable marker value; using the default close code")
+        logger.warning("unreadable marker value; using the default close code")
         code, reason, exclude, expires = default_code, "", "", None
     return CloseMarker(marker.sequence, code, reason, exclude, None if expires is None else float(expires))
 
 
+def _checked(check: MarkerCheck, name: str, marker: Marker | None) -> Marker | None:
+    if marker is None:
+        return None
+    value = check(name, marker.value)
+    return None if value is None else marker._replace(value=value)
+
+
 async def read_key_markers(
-    transport: Transport, names: Names, key_hashes: Iterable[str]
+    transport: Transport, names: Names, key_hashes: Iterable[str], check: MarkerCheck | None = None
 ) -> dict[str, KeyMarkers]:
-    """Read the close and revoke markers of many keys, in batched calls."""
+    """Read the close and revoke markers of many keys, in batched calls; with ``check``
+    (signing on), a marker whose signature does not hold counts as absent."""
     hashes = list(key_hashes)
     result: dict[str, KeyMarkers] = {}
     for start in range(0, len(hashes), READ_CHUNK):
@@ -90,6 +105,9 @@ async def read_key_markers(
             for name in (names.close_marker(h), names.partial_close_marker(h), names.revoke_marker(h))
         ]
         markers = await transport.read_markers(names_to_read)
+        if check is not None:
+            pairs = zip(names_to_read, markers, strict=True)
+            markers = [_checked(check, name, marker) for name, marker in pairs]
         for index, key_hash in enumerate(chunk):
             result[key_hash] = KeyMarkers(
                 close=_decode(markers[3 * index], CLOSE_DEFAULT),

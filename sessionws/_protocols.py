@@ -6,13 +6,13 @@ third-party broker client can be wrapped without inheriting from anything here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, NamedTuple, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 if TYPE_CHECKING:
     from sessionws._handles import Handle
-    from sessionws._reports import CloseReport, Count, SendReport
+    from sessionws._reports import CloseReport, Count, Delivered, Members, SendReport
 
 __all__ = (
     "Connection",
@@ -206,6 +206,32 @@ class Registry(Protocol):
     ) -> SendReport: ...
 
     async def count(self, key: str, *, timeout: float | None = ...) -> Count: ...
+
+    async def add_keys(self, handle: Handle, keys: str | Iterable[str]) -> None: ...
+
+    async def remove_keys(self, handle: Handle, keys: str | Iterable[str]) -> None: ...
+
+    async def set_data(self, handle: Handle, data: Mapping[str, Any] | None) -> None: ...
+
+    async def members(self, key: str, *, limit: int | None = ..., timeout: float | None = ...) -> Members: ...
+
+    async def send_to(
+        self, handle_id: str, data: str | bytes, *, timeout: float | None = ..., strict: bool = ...
+    ) -> Delivered: ...
+
+    async def close_handle(
+        self,
+        handle_id: str,
+        *,
+        code: int = ...,
+        reason: str = ...,
+        timeout: float | None = ...,
+        strict: bool = ...,
+    ) -> Delivered: ...
+
+    async def broadcast(
+        self, data: str | bytes, *, exclude: Handle | str | None = ..., strict: bool = ...
+    ) -> int: ...
 
     def local_count(self, key: str) -> int: ...
 

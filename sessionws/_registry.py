@@ -107,7 +107,10 @@ class SessionRegistry:
       registrations are refused (closed with 1012) and ``healthy`` is false.
       ``None`` (default) keeps serving.
     * ``confirm_timeout``: default wait for answers of ``confirm=True`` and ``count``.
-    * ``on_event``: called with every :class:`~sessionws.Event` (keep it fast).
+    * ``on_event``: called with every :class:`~sessionws.Event` (keep it fast). A
+      callback with an attribute ``socket_events = False`` is not called for
+      ``registered`` / ``unregistered``, and registrations keep their fast path (the
+      metrics exporters' callbacks do this).
     * ``interest_grace``: seconds after a new subscription when the keys' markers are
       read once more, for brokers that spread interest asynchronously (a NATS
       cluster). Default: the transport's ``interest_grace`` attribute, else 0.
@@ -184,6 +187,9 @@ class SessionRegistry:
         self._fail_closed_after = fail_closed_after
         self._confirm_timeout = confirm_timeout
         self._on_event = on_event
+        # Per-socket events cost the registration's short path; a callback that does
+        # not want them says so with ``socket_events = False``.
+        self._socket_events = on_event is not None and bool(getattr(on_event, "socket_events", True))
 
         self._table = KeyTable(
             self.transport,
@@ -192,6 +198,7 @@ class SessionRegistry:
             apply_markers=self._apply_markers,
             note_sequence=self._note_sequence,
             after_subscribe=self._after_subscribe,
+            check_marker=self._check_marker if self._codec.signed else None,
         )
         # Aliases of the table's dicts: the registering path is hot.
         self._keys = self._table.by_key
@@ -218,6 +225,7 @@ class SessionRegistry:
         self.__registering = False
         self._recovering = False
         self._recover_again = False
+        self._reassert_pending = False
         self._lost_at: float | None = None
         self._running = False
         self._closing = False
@@ -272,7 +280,7 @@ class SessionRegistry:
             self.__registering
             and self.__connected
             and self._fail_closed_after is None
-            and self._on_event is None
+            and not self._socket_events
         )
         self._short_keys = self._keys if short else {}
 
@@ -462,7 +470,7 @@ class SessionRegistry:
             check = True
         if check:
             self._check_registration(handle)
-        if self._on_event is not None:
+        if self._socket_events:
             self._emit("registered", handle=handle.id)
         return handle
 
@@ -541,7 +549,7 @@ class SessionRegistry:
                     self._table.start_linger(state)
         if handle.data_table:
             handle.data_table.pop(handle, None)
-        if self._on_event is not None:
+        if self._socket_events:
             self._emit("unregistered", handle=handle.id)
 
     @asynccontextmanager
@@ -649,7 +657,7 @@ class SessionRegistry:
         if not self._connected:
             return False
         try:
-            markers = await read_key_markers(self.transport, self.names, [key_hash])
+            markers = await self._read_markers([key_hash])
         except TransportError:
             return False
         revoke = markers[key_hash].revoke
@@ -765,10 +773,11 @@ class SessionRegistry:
         if op == "close":
             name = self.names.partial_close_marker if outgoing.exclude else self.names.close_marker
             value = encode_marker(outgoing.code, outgoing.reason, outgoing.exclude)
-            marker = (name(key_hash), value, self._marker_ttl)
+            marker = (name(key_hash), self._sign_marker(name(key_hash), value), self._marker_ttl)
         elif op == "revoke":
             value = encode_marker(outgoing.code, outgoing.reason, expires=time.time() + outgoing.ttl)
-            marker = (self.names.revoke_marker(key_hash), value, outgoing.ttl)
+            name = self.names.revoke_marker
+            marker = (name(key_hash), self._sign_marker(name(key_hash), value), outgoing.ttl)
         command = Command(
             op,
             self.node_id,
@@ -1435,12 +1444,17 @@ class SessionRegistry:
             self._known_sequence = sequence
             self._replay.reset(sequence, identity)
             self._identity = identity
-            await self._reassert_revocations()
+            self._reassert_pending = True
         elif outage > self._marker_ttl:
             logger.warning("the outage outlived the markers; closing local sockets with 1012")
             self._close_unknown_state(self._all_handles())
         else:
             await self._reconcile()
+        if self._reassert_pending:
+            # Kept apart from the branch above: a retry after a failed write (the broker
+            # refused it) finds the same epoch, and must still write the revocations.
+            await self._reassert_revocations()
+            self._reassert_pending = False
         self._identity = identity
         self._note_sequence(await self.transport.current_sequence())
         self._connected = True
@@ -1458,7 +1472,7 @@ class SessionRegistry:
         known = [(key_hash, entry) for key_hash, entry in self._revoked.items() if entry[0] > now]
         if not known:
             return
-        markers = await read_key_markers(self.transport, self.names, [key_hash for key_hash, _ in known])
+        markers = await self._read_markers([key_hash for key_hash, _ in known])
         written = 0
         for key_hash, (expires, code, reason) in known:
             if markers[key_hash].revoke is None and expires > time.monotonic():
@@ -1476,7 +1490,7 @@ class SessionRegistry:
 
     async def _check_markers(self, states: list[KeyState]) -> int:
         """Read the markers of ``states``; close what a missed close or revoke should have."""
-        markers = await read_key_markers(self.transport, self.names, [state.hash for state in states])
+        markers = await self._read_markers([state.hash for state in states])
         closed = 0
         for state in states:
             found = markers.get(state.hash)
@@ -1550,6 +1564,21 @@ class SessionRegistry:
                 logger.warning("the outbox is sent; every command issued here reached the broker")
 
     # ------------------------------------------------------------------ helpers
+    def _sign_marker(self, name: str, value: bytes) -> bytes:
+        return self._codec.sign_marker(name, self.transport.identity, value)
+
+    def _check_marker(self, name: str, value: bytes) -> bytes | None:
+        """A marker read back, if its signature holds (signing on); a forged one is
+        dropped and counted, and counts as absent."""
+        body = self._codec.verify_marker(name, self.transport.identity, value)
+        if body is None:
+            self._drop("forged", "a marker whose signature does not verify")
+        return body
+
+    async def _read_markers(self, key_hashes: list[str]) -> dict[str, KeyMarkers]:
+        check = self._check_marker if self._codec.signed else None
+        return await read_key_markers(self.transport, self.names, key_hashes, check)
+
     def _note_sequence(self, sequence: int) -> None:
         if sequence > self._known_sequence:
             self._known_sequence = sequence

@@ -101,10 +101,16 @@ class Event:
     """One thing that happened in a registry, for metrics (see ``on_event``).
 
     ``name`` is one of: ``registered``, ``unregistered``, ``closed``, ``overflow``,
-    ``command_sent``, ``command_received``, ``command_dropped``, ``broker_lost``,
-    ``broker_restored``, ``reconciled``, ``outbox_queued``, ``outbox_sent``,
-    ``member_joined``, ``member_left``, ``websocket_refused`` (by an adapter, before the
-    upgrade). ``detail`` never holds a key in clear.
+    ``command_dropped``, ``broker_lost``, ``broker_restored``, ``reconciled``,
+    ``outbox_queued``, ``outbox_sent``, ``revocations_reasserted`` (after a broker data
+    loss), ``member_joined``, ``member_left``, ``websocket_refused`` (by an adapter,
+    before the upgrade). ``detail`` never holds a key in clear.
+
+    ``closed`` (a socket was closed and unregistered) carries ``handle``, ``code`` and
+    ``seconds``: the time from the close being issued on this node (the verb here, a
+    command's arrival from another node, a reconcile, shutdown) until the close frame
+    was sent (or the close timed out or failed) and the socket unregistered. It is
+    what :mod:`sessionws.metrics` reports as the close duration histogram.
     """
 
     name: str

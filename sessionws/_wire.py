@@ -276,6 +276,26 @@ class WireCodec:
         mac = hmac.new(key, body, hashlib.sha256).hexdigest().encode()
         return body + b"\n" + key_id + b":" + mac
 
+    def sign_marker(self, name: str, epoch: str, value: bytes) -> bytes:
+        """``value`` with a signature line binding it to the marker's ``name`` and the
+        broker ``epoch`` (unchanged when signing is off)."""
+        if self._signing is None:
+            return value
+        key_id, key = self._signing
+        return value + b"\n" + key_id + b":" + _marker_mac(key, name, epoch, value)
+
+    def verify_marker(self, name: str, epoch: str, value: bytes) -> bytes | None:
+        """The marker's value if its signature holds (or signing is off), else ``None``:
+        with signing keys, a marker written without them is not believed."""
+        if not self._keys:
+            return value
+        body, newline, signature = value.rpartition(b"\n")
+        key_id, _, mac = signature.partition(b":")
+        key = self._keys.get(key_id) if newline else None
+        if key is None or not hmac.compare_digest(mac, _marker_mac(key, name, epoch, body)):
+            return None
+        return body
+
     def decode(self, payload: bytes) -> Command:
         """Return the command in ``payload`` or raise :class:`WireError` (never anything else)."""
         if not isinstance(payload, bytes | bytearray | memoryview):
@@ -303,6 +323,11 @@ class WireCodec:
         except (UnicodeDecodeError, ValueError, RecursionError) as error:
             raise WireError("malformed", "not JSON") from error
         return _from_json(parsed)
+
+
+def _marker_mac(key: bytes, name: str, epoch: str, value: bytes) -> bytes:
+    context = b"sessionws marker\0" + name.encode() + b"\0" + epoch.encode() + b"\0"
+    return hmac.new(key, context + value, hashlib.sha256).hexdigest().encode()
 
 
 class Names:

@@ -11,6 +11,15 @@
 
 from __future__ import annotations
 
+try:
+    import aiohttp  # noqa: F401
+    import aiohttp_session  # noqa: F401
+except ModuleNotFoundError as error:  # name the fix, as the transports do
+    raise ImportError(
+        f"sessionws_aiohttp needs aiohttp and aiohttp-session ({error.name} is missing): "
+        "pip install 'sessionws[aiohttp]'"
+    ) from error
+
 from ._app import get_registry, setup
 from ._compat import SessionWSRegistry
 from ._connection import AiohttpConnection

@@ -5,12 +5,13 @@ Run it with ``scripts/demo`` (or ``python -m sessionws_demo --help``)::
     python -m sessionws_demo --transport memory:// --port 8080 --host 127.0.0.1
 
 ``--port 0`` picks a free port; the URL is printed either way. Two processes given
-the same broker URL and ``--secret`` form a cluster (cookies are per host, not per
-port, so one browser has one session on both).
+the same broker URL and ``--secret`` form a cluster, whatever their ``--framework``
+(both write one session cookie, ``sessionws_demo``, in Starlette's format; cookies are
+per host, not per port, so one browser has one session on both).
 
-The page (``static/``) is framework-neutral: every server version (aiohttp now,
-Starlette later) serves the same files and these endpoints, all JSON over HTTP plus
-one websocket:
+The page (``static/``) is framework-neutral: every server version (aiohttp and
+Starlette) serves the same files and these endpoints, all JSON over HTTP plus one
+websocket:
 
 =====================  ===========================================================
 ``GET /``              the page; ensures the session has a session-ws id first
@@ -28,6 +29,8 @@ one websocket:
                        4401 on every node and new ones are refused (403) until the
                        next login or reset → ``{"closed": <sockets closed here>}``
 ``POST /api/broadcast`` send a note to every socket of the session → ``{"sent": true}``
+``GET /metrics``       Prometheus metrics of the node's registry (where
+                       prometheus-client is installed: the ``demo`` extra has it)
 ``GET /ws``            the websocket. Server → client, JSON text:
                        ``{"type": "hello", "node", "session", "user"}`` once,
                        ``{"type": "count", "count": int, "complete": bool}`` whenever

@@ -62,6 +62,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not 0 <= args.port <= 65535:
         raise SystemExit(f"--port must be 0-65535, not {args.port}")
+    if args.secret is not None and len(args.secret.encode()) < 16:
+        raise SystemExit("--secret needs at least 16 bytes (give every node of a cluster the same one)")
     options = DemoOptions(
         transport=args.transport,
         host=args.host,

@@ -16,12 +16,15 @@ from anyio.abc import TaskStatus
 import sessionws_aiohttp as sw
 from sessionws import SessionRegistry
 
+from ._metrics import DemoMetrics
 from ._options import (
     REVOKE_TTL,
     STATIC_DIR,
     USER_NAME,
     DemoOptions,
     announce,
+    broker_failure,
+    broker_unreachable,
     public_transport,
     url_for_humans,
 )
@@ -32,6 +35,7 @@ __all__ = ("Listening", "make_app", "run", "serve")
 logger = logging.getLogger("sessionws.demo")
 
 _OPTIONS_KEY = web.AppKey("sessionws_demo_options", DemoOptions)
+_METRICS_KEY = web.AppKey("sessionws_demo_metrics", DemoMetrics)
 
 
 def _short(session_ws_id: str | None) -> str | None:
@@ -111,6 +115,11 @@ async def handle_broadcast(request: web.Request) -> web.Response:
     return web.json_response({"sent": True})
 
 
+async def handle_metrics(request: web.Request) -> web.Response:
+    metrics = request.app[_METRICS_KEY]
+    return web.Response(body=metrics.render(), headers={"Content-Type": metrics.content_type})
+
+
 async def handle_websocket(request: web.Request) -> web.WebSocketResponse:
     session = await aiohttp_session.get_session(request)
     user = session.get("user")
@@ -136,8 +145,7 @@ async def handle_websocket(request: web.Request) -> web.WebSocketResponse:
 
 def make_app(options: DemoOptions) -> web.Application:
     """The demo as an aiohttp application (its registry runs with the app)."""
-    secret = options.secret.encode() if options.secret else secrets.token_bytes(32)
-    storage = SignedCookieStorage(secret)
+    storage = SignedCookieStorage(options.secret or secrets.token_hex(32))
     app = web.Application(
         middlewares=[
             aiohttp_session.session_middleware(storage),
@@ -159,9 +167,18 @@ def make_app(options: DemoOptions) -> web.Application:
             web.static("/static", STATIC_DIR),
         ]
     )
+    metrics = DemoMetrics.create()
     registry = SessionRegistry(
-        options.transport, namespace=options.namespace, node_id=options.node, revoke_ttl=REVOKE_TTL
+        options.transport,
+        namespace=options.namespace,
+        node_id=options.node,
+        revoke_ttl=REVOKE_TTL,
+        on_event=metrics.on_event if metrics is not None else None,
     )
+    if metrics is not None:
+        metrics.watch(registry)
+        app[_METRICS_KEY] = metrics
+        app.router.add_get("/metrics", handle_metrics)
     sw.setup(app, registry)
     return app
 
@@ -202,5 +219,11 @@ def run(options: DemoOptions) -> int:
             tasks.cancel_scope.cancel()
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    anyio.run(main)
+    try:
+        anyio.run(main)
+    except BaseException as error:
+        unreachable = broker_failure(error)
+        if unreachable is None:
+            raise
+        raise SystemExit(broker_unreachable(options, unreachable)) from None
     return 0

@@ -7,12 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from sessionws import BrokerUnavailableError
+
 __all__ = (
+    "COOKIE_MAX_AGE",
+    "COOKIE_NAME",
     "FRAMEWORKS",
     "STATIC_DIR",
     "USER_NAME",
     "DemoOptions",
     "announce",
+    "broker_failure",
+    "broker_unreachable",
     "public_transport",
     "url_for_humans",
 )
@@ -26,6 +32,13 @@ STATIC_DIR = Path(__file__).parent / "static"
 
 #: Accepted user names at login (shown on the page, used in the ``user:<name>`` key).
 USER_NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
+
+#: The session cookie, one name and one format (Starlette's) for both framework versions,
+#: so an aiohttp node and a Starlette node given the same ``--secret`` share sessions.
+COOKIE_NAME = "sessionws_demo"
+
+#: How long the session cookie lives (Starlette's default: 14 days).
+COOKIE_MAX_AGE = 14 * 24 * 3600
 
 #: How long a revoked id stays refused in the demo.
 REVOKE_TTL = 3600.0
@@ -70,5 +83,32 @@ def announce(framework: str, url: str, options: DemoOptions, node: str) -> None:
         f"transport {public_transport(options.transport)}, node {node}",
         flush=True,
     )
-    if options.secret is None and not options.transport.startswith("memory:"):
+    if options.transport.startswith("memory:"):
+        print(
+            "note: memory:// is a cluster of one; for a cluster, start every node with the same "
+            "broker and --secret (e.g. --transport redis://localhost:6379/0 --secret "
+            "same-on-every-node) on ports of their own",
+            flush=True,
+        )
+    elif options.secret is None:
         print("note: give every node the same --secret so they share sessions", flush=True)
+
+
+def broker_failure(error: BaseException | None) -> BrokerUnavailableError | None:
+    """The ``BrokerUnavailableError`` in ``error`` (or in its exception groups), if any."""
+    if isinstance(error, BrokerUnavailableError):
+        return error
+    if isinstance(error, BaseExceptionGroup):
+        for inner in error.exceptions:
+            if (found := broker_failure(inner)) is not None:
+                return found
+    return None
+
+
+def broker_unreachable(options: DemoOptions, error: BrokerUnavailableError) -> str:
+    """What to print, instead of a traceback, when the demo cannot reach its broker at start."""
+    return (
+        f"the demo cannot reach its broker at {public_transport(options.transport)}: {error}\n"
+        "start the broker first (redis-server, or nats-server -js), or leave out --transport "
+        "to run the demo on memory:// (a cluster of one)"
+    )

@@ -1,72 +1,54 @@
-"""A signed-cookie storage for aiohttp-session, with the standard library only.
+"""A signed-cookie storage for aiohttp-session that speaks Starlette's session cookie.
 
-The session lives in the cookie (JSON, base64url) with an HMAC-SHA256 over it, so
-any process holding the secret can read it — which is what lets several demo
-processes serve one browser as a cluster — and nobody can forge it. The data is
-readable by its owner, not encrypted (like Starlette's session cookie); use
+The session lives in the cookie: base64 JSON of the session's data, signed with
+``itsdangerous.TimestampSigner`` — byte for byte what Starlette's ``SessionMiddleware``
+writes and reads. Any demo process holding the secret can read it, aiohttp or Starlette,
+which is what lets a mix of both serve one browser as a cluster, and nobody can forge it.
+The data is readable by its owner, not encrypted (like Starlette's session cookie); use
 aiohttp-session's ``EncryptedCookieStorage`` or a server-side storage in an app.
 """
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
-import hmac
 import json
+from base64 import b64decode, b64encode
 from typing import Any
 
+import itsdangerous
 from aiohttp import web
 from aiohttp_session import AbstractStorage, Session
+
+from ._options import COOKIE_MAX_AGE, COOKIE_NAME
 
 __all__ = ("SignedCookieStorage",)
 
 
-def _encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _decode(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 class SignedCookieStorage(AbstractStorage):
-    """``<base64url JSON>.<base64url HMAC-SHA256>`` in one cookie."""
+    """Starlette's session cookie format, for aiohttp-session (see the module's docstring)."""
 
-    def __init__(self, secret: bytes, *, cookie_name: str = "SESSIONWS_DEMO", **options: Any) -> None:
-        if len(secret) < 16:
+    def __init__(self, secret: str, *, cookie_name: str = COOKIE_NAME, **options: Any) -> None:
+        if len(secret.encode()) < 16:
             raise ValueError("the cookie secret needs at least 16 bytes")
-        super().__init__(cookie_name=cookie_name, samesite="Lax", **options)
-        self._key = hashlib.sha256(b"sessionws-demo-cookie:" + secret).digest()
+        super().__init__(cookie_name=cookie_name, samesite="Lax", max_age=COOKIE_MAX_AGE, **options)
+        # Starlette signs with TimestampSigner(str(secret_key)): the same key, the same salt.
+        self._signer = itsdangerous.TimestampSigner(secret)
 
-    def _sign(self, payload: bytes) -> str:
-        return _encode(hmac.new(self._key, payload, hashlib.sha256).digest())
-
-    def _verified(self, cookie: str) -> dict[str, Any] | None:
-        body, _, signature = cookie.partition(".")
+    def _verified(self, cookie: str) -> tuple[dict[str, Any], int] | None:
         try:
-            payload = _decode(body)
-        except (binascii.Error, ValueError):
+            payload, signed_at = self._signer.unsign(cookie, max_age=COOKIE_MAX_AGE, return_timestamp=True)
+            data = json.loads(b64decode(payload))
+        except (itsdangerous.BadSignature, binascii.Error, ValueError):
             return None
-        if not hmac.compare_digest(self._sign(payload), signature):
-            return None
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            return None
-        return data if isinstance(data, dict) and isinstance(data.get("session"), dict) else None
+        return (data, int(signed_at.timestamp())) if isinstance(data, dict) else None
 
     async def load_session(self, request: web.Request) -> Session:
         cookie = self.load_cookie(request)
-        data = self._verified(cookie) if cookie else None
-        if data is None:
+        verified = self._verified(cookie) if cookie else None
+        if verified is None:
             return Session(None, data=None, new=True, max_age=self.max_age)
-        return Session(
-            None,
-            data={"created": int(data.get("created") or 0), "session": data["session"]},
-            new=False,
-            max_age=self.max_age,
-        )
+        data, signed_at = verified
+        return Session(None, data={"created": signed_at, "session": data}, new=False, max_age=self.max_age)
 
     async def save_session(
         self, request: web.Request, response: web.StreamResponse, session: Session
@@ -74,6 +56,5 @@ class SignedCookieStorage(AbstractStorage):
         if session.empty:
             self.save_cookie(response, "", max_age=session.max_age)
             return
-        payload = json.dumps({"created": session.created, "session": dict(session)}, separators=(",", ":"))
-        encoded = payload.encode("utf-8")
-        self.save_cookie(response, f"{_encode(encoded)}.{self._sign(encoded)}", max_age=session.max_age)
+        payload = b64encode(json.dumps(dict(session)).encode("utf-8"))
+        self.save_cookie(response, self._signer.sign(payload).decode("utf-8"), max_age=session.max_age)

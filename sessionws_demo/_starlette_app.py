@@ -3,8 +3,8 @@
 The same page and endpoints as the aiohttp version, on ``sessionws_starlette``. One
 difference users see: a websocket that arrives before its session has an id is closed
 with 1008 (the page mints the id, and reconnects), where aiohttp mints one on the upgrade.
-The session cookie is Starlette's (``sessionws_demo_starlette``), so an aiohttp node and a
-Starlette node on one host keep separate sessions.
+The session cookie (``sessionws_demo``) is the aiohttp version's too, so aiohttp and
+Starlette nodes given the same ``--secret`` share sessions.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import json
 import logging
 import secrets
 import socket
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,20 +22,25 @@ from starlette.background import BackgroundTasks
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import HTTPConnection, Request
-from starlette.responses import FileResponse, JSONResponse
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 import sessionws_starlette as sw
-from sessionws import SessionRegistry
+from sessionws import BrokerUnavailableError, SessionRegistry
 
+from ._metrics import DemoMetrics
 from ._options import (
+    COOKIE_MAX_AGE,
+    COOKIE_NAME,
     REVOKE_TTL,
     STATIC_DIR,
     USER_NAME,
     DemoOptions,
     announce,
+    broker_failure,
+    broker_unreachable,
     public_transport,
     url_for_humans,
 )
@@ -41,8 +48,6 @@ from ._options import (
 __all__ = ("create_app", "make_app", "run")
 
 logger = logging.getLogger("sessionws.demo")
-
-COOKIE_NAME = "sessionws_demo_starlette"
 
 
 def _short(session_ws_id: str | None) -> str | None:
@@ -123,6 +128,11 @@ async def broadcast(request: Request) -> JSONResponse:
     return JSONResponse({"sent": True})
 
 
+async def metrics_endpoint(request: Request) -> Response:
+    metrics: DemoMetrics = request.app.state.metrics
+    return Response(metrics.render(), headers={"Content-Type": metrics.content_type})
+
+
 async def websocket_endpoint(websocket: WebSocket) -> None:
     user = websocket.session.get("user")
     keys = [f"user:{user}"] if isinstance(user, str) else []
@@ -144,11 +154,20 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
 
 def make_app(options: DemoOptions) -> Starlette:
     """The demo as a Starlette application (its registry runs with the app's lifespan)."""
+    metrics = DemoMetrics.create()
     registry = SessionRegistry(
-        options.transport, namespace=options.namespace, node_id=options.node, revoke_ttl=REVOKE_TTL
+        options.transport,
+        namespace=options.namespace,
+        node_id=options.node,
+        revoke_ttl=REVOKE_TTL,
+        on_event=metrics.on_event if metrics is not None else None,
     )
+    routes = [Route("/metrics", metrics_endpoint)] if metrics is not None else []
+    if metrics is not None:
+        metrics.watch(registry)
     app = Starlette(
         routes=[
+            *routes,
             Route("/", page),
             Route("/api/state", state),
             Route("/api/reset", reset, methods=["POST"]),
@@ -163,14 +182,17 @@ def make_app(options: DemoOptions) -> Starlette:
                 SessionMiddleware,
                 secret_key=options.secret or secrets.token_hex(32),
                 session_cookie=COOKIE_NAME,
+                max_age=COOKIE_MAX_AGE,
             ),
             # Only the page mints ids (before its first websocket: Safari ignores
             # cookies on the upgrade); static files and the API do not.
             Middleware(sw.SessionWSMiddleware, paths=["/"]),
         ],
-        lifespan=sw.sessionws_lifespan(registry),
+        lifespan=_remembering_broker_failure(sw.sessionws_lifespan(registry)),
     )
     app.state.demo_options = options
+    app.state.metrics = metrics
+    app.state.registry = registry
     app.state.node_name = options.node or registry.node_id
     return app
 
@@ -200,6 +222,49 @@ def run(options: DemoOptions) -> int:
     host, port = listener.getsockname()[:2]
     announce("starlette", url_for_humans(host, port), options, app.state.node_name)
     server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning"))
-    with listener:
-        server.run(sockets=[listener])
+    # An unreachable broker fails the lifespan: say so in two lines, not uvicorn's traceback.
+    quiet = _QuietAfterBrokerFailure(app)
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    uvicorn_errors.addFilter(quiet)
+    try:
+        with listener:
+            server.run(sockets=[listener])  # a failed startup raises SystemExit(3)
+    except SystemExit:
+        failure: BrokerUnavailableError | None = getattr(app.state, "broker_failure", None)
+        if failure is None:
+            raise
+        raise SystemExit(broker_unreachable(options, failure)) from None
+    finally:
+        uvicorn_errors.removeFilter(quiet)
     return 0
+
+
+class _QuietAfterBrokerFailure(logging.Filter):
+    """Drops uvicorn's error records once the lifespan failed for an unreachable broker."""
+
+    def __init__(self, app: Starlette) -> None:
+        super().__init__()
+        self.app = app
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return getattr(self.app.state, "broker_failure", None) is None
+
+
+def _remembering_broker_failure(
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[dict[str, Any]]],
+) -> Callable[[Starlette], AbstractAsyncContextManager[dict[str, Any]]]:
+    """``lifespan``, noting on ``app.state.broker_failure`` a broker it could not reach at start."""
+
+    @asynccontextmanager
+    async def run(app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        entered = False
+        try:
+            async with lifespan(app) as state:
+                entered = True
+                yield state
+        except BaseException as error:
+            if not entered:
+                app.state.broker_failure = broker_failure(error)
+            raise
+
+    return run

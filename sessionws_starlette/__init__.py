@@ -7,6 +7,13 @@
 
 from __future__ import annotations
 
+try:
+    import starlette  # noqa: F401
+except ModuleNotFoundError as error:  # name the fix, as the transports do
+    raise ImportError(
+        f"sessionws_starlette needs Starlette ({error.name} is missing): pip install 'sessionws[starlette]'"
+    ) from error
+
 from sessionws_starlette._middleware import EPHEMERAL_SCOPE_KEY, SessionWSMiddleware
 from sessionws_starlette._state import (
     GUARD_STATE_KEY,

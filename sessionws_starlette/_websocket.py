@@ -117,6 +117,12 @@ async def session_ws(
         raise _refusal(websocket, refused) from None
     try:
         yield handle
+    except RuntimeError:
+        # The registry closed the socket (a logout on another node, say) while the endpoint
+        # was reading: Starlette then refuses the next receive with RuntimeError ("not
+        # connected"). For the endpoint that is the end of the socket, as a client leaving.
+        if not handle.closing or websocket.application_state != WebSocketState.DISCONNECTED:
+            raise
     finally:
         # unregister never suspends, so it completes even when the task is cancelled.
         await registry.unregister(handle)

@@ -24,3 +24,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    """Let pyproject's pytest-asyncio option pass --strict-config where pytest-asyncio is not
+    installed (or is disabled with ``-p no:asyncio``); where it is, it reads the option itself."""
+    if not pluginmanager.has_plugin("asyncio"):
+        parser.addini(
+            "asyncio_default_fixture_loop_scope",
+            "pytest-asyncio's option, unused without it",
+            default="function",
+        )

@@ -77,7 +77,24 @@
       $("node").textContent = name;
       $("node").dataset.node = name;
     }
-    if (transport) $("transport").textContent = "over " + transport;
+    if (transport) {
+      $("transport").textContent = "over " + transport;
+      showClusterNote(transport);
+    }
+  }
+
+  function showClusterNote(transport) {
+    const element = $("cluster-note");
+    const alone = transport.startsWith("memory:");
+    if (element.dataset.kind === (alone ? "alone" : "cluster")) return;
+    element.dataset.kind = alone ? "alone" : "cluster";
+    element.textContent = alone
+      ? "This node keeps its sessions in memory: it is a cluster of one. For a cluster, start " +
+        "each node with the same broker and secret, on ports of their own: scripts/demo " +
+        "--transport redis://localhost:6379/0 --secret same-on-every-node --port 8081 (then " +
+        "--port 8082, or --framework starlette), and open both in this browser."
+      : "Open this page on another node of the cluster too (same broker and --secret, another " +
+        "port): its sockets belong to the same session, and close with these.";
   }
 
   function showState(state) {

@@ -89,3 +89,12 @@ def test_the_chart_draws_every_result_as_valid_svg(tmp_path: Path) -> None:
     labels = [text.text or "" for text in root.iter("{http://www.w3.org/2000/svg}text")]
     assert any("register + unregister" in label for label in labels)
     assert any("redis: close_all p50, 1 socket/node" in label for label in labels)
+
+
+def test_metrics_benchmark(tmp_path: Path) -> None:
+    result = run_bench(
+        "bench.metrics", tmp_path / "metrics.json", "--sockets", "300", "--n", "2000", "--repeats", "2"
+    )
+    assert result["stats_ms"] > 0 and result["prometheus_scrape_ms"] > 0
+    assert result["opentelemetry_collect_ms"] > 0 and result["prometheus_scrape_bytes"] > 0
+    assert result["register_us"] > 0 and result["register_with_events_us"] > 0

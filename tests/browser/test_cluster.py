@@ -32,6 +32,7 @@ async def test_tabs_on_two_nodes_share_the_session_and_count_two_cluster_wide(
     tab_a, tab_b = await tabs_on_both_nodes(sessions, cluster)
     await expect(tab_a.node).to_have_text("node-1")
     await expect(tab_b.node).to_have_text("node-2")
+    await expect(tab_a.page.locator("#cluster-note")).to_contain_text("another node of the cluster")
     await expect(tab_b.events("connected").first).to_contain_text("connected to node node-2")
     assert await tab_a.session_id() == await tab_b.session_id()
     stranger = await (await sessions.new()).open(cluster[1].url, "another session on node-2")

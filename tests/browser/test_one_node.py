@@ -39,6 +39,19 @@ async def test_two_tabs_of_one_session_show_its_id_and_a_count_of_two(
     await screenshot([tab_a, tab_b], "connected")
 
 
+async def test_a_node_on_memory_says_how_to_start_a_cluster_instead_of_inviting_to_one(
+    demo: DemoNode, sessions: Sessions
+) -> None:
+    session = await sessions.new()
+    tab = await session.open(demo.url, "tab A")
+    note = tab.page.locator("#cluster-note")
+    await expect(note).to_have_attribute("data-kind", "alone")
+    await expect(note).to_contain_text("cluster of one")
+    await expect(note).to_contain_text("--transport redis://")
+    await expect(note).to_contain_text("--secret")
+    await expect(note).not_to_contain_text("another node")
+
+
 async def test_reset_closes_both_tabs_with_1000_and_they_reconnect_under_a_new_id(
     demo: DemoNode, sessions: Sessions, screenshot: Screenshot
 ) -> None:

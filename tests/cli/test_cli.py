@@ -14,6 +14,7 @@ import anyio
 import pytest
 
 from sessionws import CLOSE_REVOKED, SessionRegistry
+from sessionws._cli import EXIT_NO_NODES
 from tests._nats_servers import NatsServer
 from tests._redis_servers import RedisServer, free_port
 from tests.cli.helpers import HEARTBEAT, CliCluster, CliResult, run_cli, start_cluster, together
@@ -209,20 +210,52 @@ async def test_settings_and_the_key_come_from_the_environment_and_stdin(redis_se
 
     assert signed.code == 0, signed.err
     assert signed.out == "2\n"
-    # Nodes drop unsigned and forged commands: nobody answers, and the CLI says why.
+    # Nodes drop unsigned and forged commands: nobody answers, and the CLI says why. With
+    # the wrong key the CLI drops the nodes' heartbeats too, so it heard no live node.
     assert unsigned.code == 1, unsigned.err
     assert "--signing-key" in unsigned.err
-    assert wrong_key.code == 1, wrong_key.err
+    assert wrong_key.code == EXIT_NO_NODES, wrong_key.err
     assert "signature check" in wrong_key.err
     assert_key_not_printed(signed, unsigned, wrong_key)
 
 
-async def test_no_node_heard_is_reported(redis_server: RedisServer) -> None:
+async def test_a_count_that_heard_no_node_fails_and_names_the_namespace(redis_server: RedisServer) -> None:
     result = await run_cli(
         "count", KEY, "--url", redis_server.url, "--namespace", "nobody-here", "--heartbeat-interval", "0.1"
     )
+    assert result.code == EXIT_NO_NODES, result.err
+    assert result.out == ""
+    assert "no node is live in namespace 'nobody-here'" in result.err
+    assert "nothing was counted" in result.err
+
+
+@pytest.mark.parametrize("command", ["close", "revoke"])
+async def test_a_confirmed_close_in_a_mistyped_namespace_fails(cluster: CliCluster, command: str) -> None:
+    """A cron job's typo must not read as "every live node answered"."""
+    connections = await connect(cluster, [1, 1, 1])
+    options = [*cluster.options(), "--namespace", f"{cluster.namespace}-typo"]
+
+    words = await run_cli(command, KEY, *options, "--confirm")
+    as_json = await run_cli(command, KEY, *options, "--confirm", "--json")
+
+    for result in (words, as_json):
+        assert result.code == EXIT_NO_NODES, (result.out, result.err)
+        assert f"no node is live in namespace '{cluster.namespace}-typo'" in result.err
+        assert "every live node answered" not in result.out
+    assert words.out == ""
+    assert as_json.data["error"] == "no live node"
+    assert as_json.data["complete"] is False
+    await settle(0.2)
+    assert all(connection.close_code is None for node in connections for connection in node)
+    assert_key_not_printed(words, as_json)
+
+
+async def test_the_nodes_command_hints_when_it_heard_nobody(redis_server: RedisServer) -> None:
+    result = await run_cli(
+        "nodes", "--url", redis_server.url, "--namespace", "nobody-here", "--heartbeat-interval", "0.1"
+    )
     assert result.code == 0, result.err
-    assert result.out == "0\n"
+    assert result.out == ""
     assert "no node of this namespace was heard from" in result.err
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from sessionws import SessionRegistry
+from sessionws import Event, SessionRegistry
 from sessionws._delivery import MAX_IDLE_WORKERS, Delivery
 from sessionws._handles import Handle, KeyState
 from tests.core.helpers import RecordingConnection, wait_for
@@ -89,3 +89,24 @@ async def test_a_worker_woken_then_cancelled_releases_its_connection() -> None:
         delivery._start(second)
         await wait_for(lambda: closed == [first, second])
         tasks.cancel_scope.cancel()
+
+
+class _SlowToClose(RecordingConnection):
+    async def close(self, code: int, reason: str) -> None:
+        await anyio.sleep(0.2)
+        await super().close(code, reason)
+
+
+async def test_the_closed_event_says_how_long_the_close_took_from_the_verb() -> None:
+    """From the verb to the socket closed and unregistered: the client's own close counts."""
+    events: list[Event] = []
+    async with SessionRegistry("memory://", on_event=events.append) as registry:
+        slow = _SlowToClose("slow")
+        await registry.register(slow, "a")
+        await registry.close_all("a", code=4000)
+        await wait_for(lambda: any(event.name == "closed" for event in events))
+    (closed,) = [event for event in events if event.name == "closed"]
+    assert closed.detail["code"] == 4000
+    seconds = closed.detail["seconds"]
+    assert isinstance(seconds, float)
+    assert seconds >= 0.2  # at least the client's own close (no upper bound: the machine is shared)

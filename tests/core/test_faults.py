@@ -8,9 +8,11 @@ silent nodes without an event, or calls a close complete without their answer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 
-from sessionws import Event, MemoryHub, MemoryTransport, SessionRegistry
+from sessionws import Event, Marker, MemoryHub, MemoryTransport, SessionRegistry, TransportError
 from sessionws._wire import Command, WireCodec
 from tests.core.helpers import FAST, RecordingConnection, cluster, settle, wait_for
 
@@ -190,3 +192,30 @@ async def test_the_memory_hub_helpers_hold() -> None:
         report = await node.close_all("k")
         assert report.queued and transport.connected
         await wait_for(lambda: node.stats()["outbox"] == 0)
+
+
+class _FailsMarkerReads(MemoryTransport):
+    """A broker connection whose next marker reads fail (a broker still electing)."""
+
+    fail_reads = 0
+
+    async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
+        if self.fail_reads:
+            self.fail_reads -= 1
+            raise TransportError("the broker refused the read (fault injection)")
+        return await super().read_markers(keys)
+
+
+async def test_revocations_are_reasserted_even_when_the_first_try_fails() -> None:
+    hub = MemoryHub()
+    flaky = _FailsMarkerReads(hub)
+    async with (
+        SessionRegistry(flaky, node_id="a", **FAST) as remembers,
+        SessionRegistry(MemoryTransport(hub), node_id="b", **FAST) as other,
+    ):
+        await remembers.revoke("user-1", ttl=600)
+        flaky.fail_reads = 1
+        hub.lose_data()
+        await wait_for(lambda: remembers.healthy and remembers.stats()["reconciles"] == 1, timeout=10)
+        await wait_for(lambda: other.healthy and other.stats()["reconciles"] == 1, timeout=10)
+        assert await other.is_revoked("user-1")

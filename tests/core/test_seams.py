@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
+import uuid
 from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,9 @@ import pytest
 
 import sessionws
 from sessionws import (
+    Event,
     Handle,
+    MemoryHub,
     MemoryTransport,
     SessionKeyIdProvider,
     SessionRegistry,
@@ -21,7 +25,7 @@ from sessionws import (
     transport_from_url,
     validate_close,
 )
-from tests.core.helpers import RecordingConnection
+from tests.core.helpers import FAST, RecordingConnection, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -161,6 +165,18 @@ async def test_id_factories_returning_junk_raise_clear_errors(
     assert request.session == {}
 
 
+def test_an_id_factory_that_cannot_take_the_request_fails_at_construction() -> None:
+    def two_arguments(request: Request, extra: str) -> str:
+        return extra
+
+    for factory in (lambda: "an-id", two_arguments, uuid.uuid4):
+        with pytest.raises(TypeError, match="takes the request as its one argument"):
+            SessionKeyIdProvider(get_session, id_factory=factory)  # type: ignore[arg-type]
+    # Anything that accepts one positional argument is fine.
+    SessionKeyIdProvider(get_session, id_factory=lambda *args: "an-id")
+    SessionKeyIdProvider(get_session, id_factory=functools.partial(lambda prefix, request: prefix, "x"))
+
+
 def test_id_provider_arguments_are_checked() -> None:
     with pytest.raises(TypeError, match="callable"):
         SessionKeyIdProvider(get_session, id_factory="nope")  # type: ignore[arg-type]
@@ -247,3 +263,24 @@ async def test_using_the_registry_before_entering_it_says_how_to_fix_it() -> Non
 def test_session_registry_implements_the_registry_protocol() -> None:
     registry: sessionws.Registry = SessionRegistry("memory://")
     assert isinstance(registry.healthy, bool)
+
+
+async def test_an_event_callback_can_decline_per_socket_events() -> None:
+    """``socket_events = False`` keeps the registration's short path (the metrics
+    exporters' callbacks do this); every other event still arrives."""
+    seen: list[str] = []
+
+    class Sink:
+        socket_events = False
+
+        def __call__(self, event: Event) -> None:
+            seen.append(event.name)
+
+    async with SessionRegistry(MemoryTransport(MemoryHub()), on_event=Sink(), **FAST) as node:
+        first = await node.register(RecordingConnection(), "s1")
+        assert node._short_keys  # the short path is open
+        second = await node.register(RecordingConnection(), "s1")
+        await node.close_all("s1")
+        await wait_for(lambda: first.closed and second.closed)
+    assert "registered" not in seen and "unregistered" not in seen
+    assert seen.count("closed") == 2

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sessionws import MemoryHub, MemoryTransport, SessionRegistry
+from sessionws._markers import encode_marker
 from sessionws._wire import MAX_SEQUENCE, Command, WireCodec, WireError
 from tests.core.helpers import FAST, RecordingConnection, settle, wait_for
 
@@ -252,3 +253,40 @@ async def test_a_flood_of_far_ahead_sequences_costs_one_check_and_is_dropped() -
             node1.message_received(channel, WireCodec().encode(poison))
         await wait_for(lambda: node1.stats()["dropped_by_reason"].get("sequence") == 3000)
         assert connection.sent == []
+
+
+async def test_with_signing_a_marker_written_without_the_keys_is_not_believed() -> None:
+    """A broker-side attacker without the keys writes a revoke marker for a victim, and
+    copies a genuine one to another key: neither refuses the victim."""
+    hub = MemoryHub()
+    node0, node1 = await _two_nodes(hub, signing_keys=KEYS)
+    async with node0, node1:
+        names = node1.names
+        forged_name = names.revoke_marker(names.key_hash("victim"))
+        await node0.transport.mark(forged_name, encode_marker(4401, "forged", expires=time.time() + 600), 600)
+        await node0.revoke("attacker")
+        genuine = await node0.transport.read_markers([names.revoke_marker(names.key_hash("attacker"))])
+        assert genuine[0] is not None
+        copied_name = names.revoke_marker(names.key_hash("victim-2"))
+        await node0.transport.mark(copied_name, genuine[0].value, 600)
+        for victim in ("victim", "victim-2"):
+            assert not await node1.is_revoked(victim)
+            connection = RecordingConnection()
+            await node1.register(connection, victim)
+            await settle(0.1)
+            assert connection.close_code is None
+        assert node1.stats()["dropped_by_reason"].get("forged", 0) >= 2
+        assert await node1.is_revoked("attacker")  # the genuine one still holds
+
+
+async def test_without_signing_a_marker_of_unknown_shape_still_closes() -> None:
+    """Fail-safe without keys: a marker nobody can read (here one built to make the
+    parser recurse) still says the key was revoked."""
+    hub = MemoryHub()
+    node0, node1 = await _two_nodes(hub)
+    async with node0, node1:
+        name = node1.names.revoke_marker(node1.names.key_hash("session-a"))
+        await node0.transport.mark(name, b"[" * 3000 + b"]" * 3000, 600)
+        connection = RecordingConnection()
+        await node1.register(connection, "session-a")
+        await wait_for(lambda: connection.close_code == 4401)

@@ -21,6 +21,7 @@ from sessionws import CLOSE_REVOKED
 from sessionws_demo import DemoOptions
 from sessionws_demo.__main__ import load_framework
 from sessionws_demo._aiohttp_app import serve
+from sessionws_demo._options import COOKIE_NAME
 from tests.aiohttp.helpers import Browser, closed_with, hub_url
 
 pytestmark = pytest.mark.anyio
@@ -95,7 +96,7 @@ async def test_the_page_has_its_elements_and_no_external_assets() -> None:
         for asset in ("/static/demo.js", "/static/demo.css"):
             status, body = await assets_only.get(server, asset)
             assert status == 200 and "http://" not in body and "https://" not in body
-        assert assets_only.cookie("SESSIONWS_DEMO") is None  # static files mint no session
+        assert assets_only.cookie(COOKIE_NAME) is None  # static files mint no session
         # The page itself delivered the session's id, before any websocket.
         current = await state(browser, server)
         assert (

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import anyio
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.middleware import Middleware
@@ -22,6 +23,7 @@ from sessionws_starlette import (
     close_all_ws,
     count_session_ws,
     count_ws,
+    get_registry,
     get_session_ws_id,
     revoke_session_ws,
     rotate_session_ws_id,
@@ -108,6 +110,18 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             await websocket.send_text(f"echo {text}")
 
 
+async def late_reader_endpoint(websocket: WebSocket) -> None:
+    """Reads once more after the registry closed its socket (as after a logout elsewhere):
+    the block ends as if the client had left, and the endpoint carries on after it."""
+    async with session_ws(websocket) as handle:
+        await websocket.send_text(f"registered {handle.id}")
+        await get_registry(websocket).close_all(handle.keys[0], reason="logged out elsewhere")
+        while not handle.closed:
+            await anyio.sleep(0.01)
+        await websocket.receive_text()
+    websocket.app.state.events.append("late reader ended")
+
+
 async def chat_endpoint(websocket: WebSocket) -> None:
     async with session_ws(websocket, subprotocol="chat") as handle:
         await websocket.send_text(f"registered {handle.id}")
@@ -142,6 +156,7 @@ def make_app(
             Route("/state", state),
             WebSocketRoute("/ws", websocket_endpoint),
             WebSocketRoute("/ws-chat", chat_endpoint),
+            WebSocketRoute("/ws-late-read", late_reader_endpoint),
         ],
         middleware=middleware,
         lifespan=sessionws_lifespan(registry, lifespan) if use_lifespan else None,

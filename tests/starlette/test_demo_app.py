@@ -14,8 +14,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from sessionws_demo._options import DemoOptions
-from sessionws_demo._starlette_app import COOKIE_NAME, create_app, make_app
+from sessionws_demo._options import COOKIE_NAME, DemoOptions
+from sessionws_demo._starlette_app import create_app, make_app
 from sessionws_starlette import MISSING_ID_REASON
 from tests.starlette.servers import cookie_header, uvicorn_server, ws_url
 from tests.starlette.test_server import close_code

@@ -153,3 +153,17 @@ async def test_uvicorn_closes_websockets_with_1012_before_the_lifespan_ends() ->
     assert await close_code(websocket) == (1012, "")
     assert not registry.running
     assert registry.stats()["sockets"] == 0
+
+
+async def test_an_endpoint_reading_after_the_registry_closed_its_socket_ends_cleanly() -> None:
+    registry = fast_registry(f"memory://late-{secrets.token_hex(4)}", "node0")
+    app = make_app(registry)
+    async with uvicorn_server(app) as base:
+        cookies = await login(base)
+        websocket = await open_ws(base, cookies, "/ws-late-read")
+        with pytest.raises(ConnectionClosed) as closed:
+            await websocket.recv()
+        assert closed.value.rcvd is not None and closed.value.rcvd.reason == "logged out elsewhere"
+        with anyio.fail_after(5):
+            while "late reader ended" not in app.state.events:
+                await anyio.sleep(0.02)
