@@ -48,18 +48,21 @@ class NodeConfig:
     #: Bound on each broker command (Redis ``command_timeout``, NATS
     #: ``request_timeout``); ``None`` keeps the transport's default.
     command_timeout: float | None = None
-    #: Keep the registry's membership events for ``GET /events`` (an ``on_event``
-    #: callback, which takes the registry off its short registering path).
+    #: Keep the registry's membership events for ``GET /events``.
     record_events: bool = False
 
 
 class MembershipLog:
-    """The ``member_joined`` / ``member_left`` events of this node's registry, in order."""
+    """The ``member_joined`` / ``member_left`` events of this node's registry, in order
+    (an ``on_event`` callback that declines per-socket events, so registrations keep
+    their fast path)."""
+
+    socket_events = False
 
     def __init__(self) -> None:
         self.events: list[dict[str, Any]] = []
 
-    def record(self, event: Event) -> None:
+    def __call__(self, event: Event) -> None:
         if event.name in ("member_joined", "member_left"):
             self.events.append({"event": event.name, "node": str(event.detail.get("node", ""))})
 
@@ -104,7 +107,7 @@ def make_registry(config: NodeConfig, events: MembershipLog | None = None) -> Se
         linger=config.linger,
         close_timeout=2.0,
         confirm_timeout=2.0,
-        on_event=events.record if events is not None else None,
+        on_event=events,
     )
 
 
