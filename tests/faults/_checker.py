@@ -234,9 +234,10 @@ class Checker:
         return found
 
     def hung_calls(self) -> list[Violation]:
-        """No verb call ran past its timeout plus slack (unless its node was frozen)."""
+        """No verb call, and no websocket registration, ran past its timeout plus slack
+        (unless its node was frozen)."""
         found = []
-        for verb in self._verbs("close", "revoke", "rotate", "send", "count", "login"):
+        for verb in self._verbs("close", "revoke", "rotate", "send", "count", "login", "connect", "probe"):
             took = verb.duration
             if took is None or took <= self.call_bound:
                 continue
