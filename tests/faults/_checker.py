@@ -268,7 +268,11 @@ class Checker:
                     if kill.start >= self._since(tracked)
                 ):
                     continue  # its node was dead, the socket with it
-                paused = self.history.node_disrupted(node, verb.start - 1.0, verb.end or verb.start)
+                # A node paused or cut off falls silent: it must stay expected (bug 6).
+                window = (verb.start - 1.0, verb.end or verb.start)
+                paused = self.history.node_disrupted(node, *window) or self.history.broker_disrupted(
+                    node, *window
+                )
                 fresh = any(
                     kill.end is not None and 0 <= verb.start - kill.end <= 3.0
                     for kill in self.history.faults("node-kill", target=verb.target)
