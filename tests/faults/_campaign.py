@@ -106,6 +106,7 @@ async def run_campaign(kind: str, seed: int, settings: Settings, directory: Path
                     checker.stale_sockets()
                     + checker.outboxes(_stats(cluster))
                     + checker.membership(_get_all(cluster, "/events"))
+                    + _whole(cluster)
                 ),
                 settings.convergence,
             )
@@ -122,6 +123,10 @@ async def run_campaign(kind: str, seed: int, settings: Settings, directory: Path
             )
             history.note("campaign", "clients left", "all")
             outcome.violations += checker.logs({node.name: _log(node) for node in _processes(cluster)})
+            if any(violation.bug == "new 2" for violation in outcome.violations):
+                for violation in outcome.violations:  # a deaf node hears no heartbeat either
+                    if violation.invariant == "cluster not whole after healing":
+                        violation.bug = "new 2"
             outcome.counts = _counts(history, workload)
     return outcome
 
@@ -140,6 +145,22 @@ def _heal(cluster: Cluster, broker: BrokerControl) -> None:
     for node in _processes(cluster):
         if not node.alive:
             start_node(node)
+
+
+def _whole(cluster: Cluster) -> list[Violation]:
+    """Once healed, every node is healthy and hears every other (a node whose broker
+    client stopped reading hears nobody)."""
+    healths = _get_all(cluster, "/health")
+    ids = {str(health.get("node")) for health in healths.values()}
+    broken = {
+        name: health
+        for name, health in healths.items()
+        if not health.get("healthy") or set(health.get("live_nodes") or ()) != ids - {str(health.get("node"))}
+    }
+    return [
+        Violation("cluster not whole after healing", "new", f"{name}: {health}")
+        for name, health in broken.items()
+    ]
 
 
 def _stats(cluster: Cluster) -> dict[str, dict[str, Any]]:

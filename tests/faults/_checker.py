@@ -30,7 +30,10 @@ BUGS = {
     "bug 6": "a confirmed close is complete while a node holding the key never answered",
     # Found by the campaign, beyond issue 11's list:
     "new 1": "a node that has just started reports complete=True before it knows its peers",
+    "new 2": "a NATS flush that timed out kills nats-py's read loop: the node stays connected, deaf",
 }
+#: What nats-py 2.16 logs when a PONG meets the cancelled future of a timed-out flush.
+NATS_DEAF = "in _process_pong"
 _CLOSING_VERBS = {"close": CLOSE_DEFAULT, "revoke": CLOSE_REVOKED, "rotate": CLOSE_DEFAULT}
 
 
@@ -298,7 +301,8 @@ class Checker:
             for index, line in enumerate(lines):
                 if line.startswith("Traceback"):
                     context = "\n      ".join(lines[max(0, index - 2) : index + 25])
-                    found.append(Violation("traceback in a node log", "new", f"{name}:\n      {context}"))
+                    bug = "new 2" if NATS_DEAF in context else "new"
+                    found.append(Violation("traceback in a node log", bug, f"{name}:\n      {context}"))
             replays = [line for line in lines if "dropped a broker message (replayed)" in line]
             if replays:
                 message = f"{name} dropped {len(replays)} commands as replays, first: {replays[0]}"

@@ -39,6 +39,7 @@ KNOWN_OPEN: dict[str, str] = {
     "bug 5": f"issue 11: {BUGS['bug 5']} (a data loss clears the membership without member_left)",
     "bug 6": f"issue 11: {BUGS['bug 6']} (after a data loss cleared the membership)",
     "new 1": f"found by the campaign: {BUGS['new 1']}",
+    "new 2": f"found by the campaign: {BUGS['new 2']}",
 }
 
 #: The default check's seed per kind.
