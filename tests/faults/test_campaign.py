@@ -31,8 +31,9 @@ pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
 
 KINDS = ("redis", "redis-cluster", "nats", "nats-cluster")
 
-#: Bugs of issue 11 still open: a run that finds only these is an expected failure.
-#: Remove a line once its fix is merged; the campaign then fails if it comes back.
+#: Bugs still open (issue 11's, and those the campaign found): a run that finds only these
+#: is an expected failure. Remove a line once its fix is merged; the campaign then fails if
+#: it comes back.
 KNOWN_OPEN: dict[str, str] = {
     "bug 3": f"issue 11: {BUGS['bug 3']}",
     "bug 4": f"issue 11: {BUGS['bug 4']}",
@@ -51,7 +52,7 @@ REGRESSION_SEEDS: list[tuple[str, int, float, str]] = [
     ("redis", 2066774900, 30.0, "bugs 1 and 3; complete=True without an answer from a node"),
     ("redis-cluster", 1583295240, 30.0, "bug 4: 19 commands dropped as replays after a data loss"),
     ("nats", 1338012498, 30.0, "bug 6 after a data loss: a cut-off node forgotten, complete=True"),
-    ("nats-cluster", 2003173814, 30.0, "nats-py InvalidStateError traceback after a cancelled flush"),
+    ("nats-cluster", 2003173814, 30.0, "new 2: a timed-out flush left a node deaf (nats-py traceback)"),
     ("nats-cluster", 883711797, 30.0, "new 1: complete=True from a node 0.3 s after its restart; bug 5"),
 ]
 
