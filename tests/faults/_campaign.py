@@ -123,12 +123,27 @@ async def run_campaign(kind: str, seed: int, settings: Settings, directory: Path
             )
             history.note("campaign", "clients left", "all")
             outcome.violations += checker.logs({node.name: _log(node) for node in _processes(cluster)})
-            if any(violation.bug == "new 2" for violation in outcome.violations):
-                for violation in outcome.violations:  # a deaf node hears no heartbeat either
-                    if violation.invariant == "cluster not whole after healing":
-                        violation.bug = "new 2"
+            _blame_deaf_nodes(outcome.violations)
             outcome.counts = _counts(history, workload)
     return outcome
+
+
+def _blame_deaf_nodes(violations: list[Violation]) -> None:
+    """A node whose NATS client stopped reading (bug "new 2") hears no heartbeat, no close
+    and no broker answer: what follows from that on that node is the same bug."""
+    deaf = {
+        v.message.partition(":")[0]
+        for v in violations
+        if v.invariant == "traceback in a node log" and v.bug == "new 2"
+    }
+    for violation in violations:
+        if any(
+            violation.message.startswith(f"{name}:")
+            or violation.message.startswith(f"{name} ")
+            or f" on {name} " in violation.message
+            for name in deaf
+        ):
+            violation.bug = "new 2"
 
 
 def _processes(cluster: Cluster) -> list[NodeProcess]:
