@@ -54,6 +54,8 @@ _CONNECT_OPTION = {
     "rediss": "connect_timeout",
     "redis+cluster": "connect_timeout",
     "rediss+cluster": "connect_timeout",
+    "redis+sentinel": "connect_timeout",
+    "rediss+sentinel": "connect_timeout",
     "nats": "connect_wait",
     "tls": "connect_wait",
 }

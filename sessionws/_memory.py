@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from typing import ClassVar
+from urllib.parse import parse_qsl
 
 import anyio
 import anyio.lowlevel
@@ -28,6 +29,9 @@ from sessionws._protocols import Marker, TransportHandler
 from sessionws._tasks import background_tasks
 
 __all__ = ("MemoryHub", "MemoryTransport")
+
+# The options a memory:// URL's query may set, and their types.
+_URL_OPTIONS = {"max_payload": int, "interest_delay": float}
 
 logger = logging.getLogger("sessionws")
 
@@ -143,10 +147,38 @@ class MemoryTransport:
         self._refusals = 0
 
     @classmethod
-    def from_url(cls, url: str, **options: int) -> MemoryTransport:
-        """``memory://`` makes a private hub; ``memory://NAME`` joins the hub NAME."""
-        name = url.removeprefix("memory://").strip("/")
-        return cls(MemoryHub.named(name) if name else None, **options)
+    def from_url(cls, url: str, **options: float) -> MemoryTransport:
+        """``memory://`` makes a private hub; ``memory://NAME`` joins the hub NAME.
+
+        ``max_payload`` and ``interest_delay`` may be given in the query
+        (``memory://app?max_payload=4096``) or as keywords (which win); any other
+        name raises :class:`ValueError`.
+        """
+        base, _, query = url.partition("?")
+        name = base.removeprefix("memory://").strip("/")
+        settings: dict[str, float] = {}
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+        except ValueError:
+            raise ValueError(f"the query of {url!r} is malformed; write it as ?name=value") from None
+        for key, text in [*pairs, *((key, None) for key in options)]:
+            convert = _URL_OPTIONS.get(key)
+            if convert is None:
+                raise ValueError(
+                    f"unknown option {key!r} for a memory:// transport; its options are "
+                    + ", ".join(sorted(_URL_OPTIONS))
+                )
+            if text is not None:
+                try:
+                    settings[key] = convert(text)
+                except ValueError:
+                    raise ValueError(f"option {key}={text!r} in {url!r} is not valid") from None
+        settings.update(options)
+        max_payload = int(settings.get("max_payload", _DEFAULT_MAX_PAYLOAD))
+        interest_delay = float(settings.get("interest_delay", 0.0))
+        return cls(
+            MemoryHub.named(name) if name else None, max_payload=max_payload, interest_delay=interest_delay
+        )
 
     @property
     def connected(self) -> bool:

@@ -21,10 +21,13 @@ class Query:
     membership. Complete when both are satisfied.
     """
 
-    __slots__ = ("answers", "details", "done", "expected", "observers", "receivers")
+    __slots__ = ("answers", "details", "done", "expected", "known", "observers", "receivers")
 
-    def __init__(self, expected: frozenset[str]) -> None:
+    def __init__(self, expected: frozenset[str], *, known: bool = True) -> None:
         self.expected = expected
+        #: False when the asker had not yet heard the membership (it just started, or
+        #: the broker lost its data): then no answer can make the question complete.
+        self.known = known
         self.receivers: int | None = None
         self.answers: dict[str, int] = {}
         #: What answers carried besides their count (presence: the members' list).
@@ -55,7 +58,7 @@ class Query:
 
     @property
     def complete(self) -> bool:
-        if not self.expected.issubset(self.answers):
+        if not self.known or not self.expected.issubset(self.answers):
             return False
         return self.receivers is None or len(self.answers) + len(self.observers) >= self.receivers
 

@@ -67,6 +67,9 @@ _OUTBOX_MAX_DELAY = 2.0
 #: A node that fell silent without a goodbye is expected to answer confirmed
 #: commands (reported missing) for this many heartbeat intervals.
 _SILENCE_HEARTBEATS = 30
+#: How long a node that just (re)joined listens before it trusts its membership: the
+#: others answer its hello at once, so a fraction of a second is plenty.
+_SETTLE_MAX = 0.5
 
 
 @dataclass(slots=True)
@@ -226,6 +229,8 @@ class SessionRegistry:
         self._recovering = False
         self._recover_again = False
         self._reassert_pending = False
+        #: Set once the membership has been heard (see ``_new_query``).
+        self._settled = anyio.Event()
         self._lost_at: float | None = None
         self._running = False
         self._closing = False
@@ -647,7 +652,11 @@ class SessionRegistry:
     async def is_revoked(self, key: str) -> bool:
         """True while ``key`` is revoked: refuse its websocket before the upgrade (403).
 
-        While the broker is unreachable, answers from what this node knows.
+        A key this node holds, subscribed and with no close remembered, is answered
+        here: it read the key's markers when it subscribed and hears every revoke on
+        the key's channel since (one in flight closes the socket when it arrives). Other
+        keys are asked of the broker. While the broker is unreachable, answers from what
+        this node knows.
         """
         self._require_running()
         key_hash = self.names.key_hash(_check_key(key))
@@ -655,6 +664,9 @@ class SessionRegistry:
         if revoked is not None and revoked[0] > time.monotonic():
             return True
         if not self._connected:
+            return False
+        state = self._hashes.get(key_hash)
+        if state is not None and state.ready and state.handles:
             return False
         try:
             markers = await self._read_markers([key_hash])
@@ -735,7 +747,7 @@ class SessionRegistry:
             # Behind commands still waiting, in order (or the broker is away).
             self._queue_outgoing(outgoing, strict)
             return CloseReport(closed_here, queued=True)
-        query = Query(self._membership.expected()) if confirm else None
+        query = await self._new_query(timeout) if confirm else None
         try:
             await self._send_outgoing(outgoing, query)
         except TransportError:
@@ -896,7 +908,7 @@ class SessionRegistry:
         state = self._hashes.get(key_hash)
         sent_here = self._send_to_handles(state.handles, data, exclude_id) if state is not None else 0
         outgoing = _Outgoing("send", key_hash, exclude=exclude_id, data=data)
-        query = Query(self._membership.expected()) if confirm else None
+        query = await self._new_query(timeout) if confirm else None
         if not await self._send_remote(outgoing, strict, query):
             return SendReport(sent_here, queued=True)
         if query is None:
@@ -908,15 +920,16 @@ class SessionRegistry:
 
     async def broadcast(
         self, data: str | bytes, *, exclude: Handle | str | None = None, strict: bool = False
-    ) -> int:
+    ) -> SendReport:
         """Send ``data`` to every socket of every node, in one broker message
-        (``exclude`` spares one). Returns how many sockets of this node got it."""
+        (``exclude`` spares one). The report counts this node's sockets (a broadcast
+        is not confirmed: ask ``count`` of a key every socket holds if you need to)."""
         self._require_running()
         exclude_id = exclude.id if isinstance(exclude, Handle) else (exclude or "")
         data = self._check_payload(data, exclude=exclude_id)
         sent_here = self._send_to_handles(self._all_handles(), data, exclude_id)
-        await self._send_remote(_Outgoing("broadcast", "", exclude=exclude_id, data=data), strict)
-        return sent_here
+        sent = await self._send_remote(_Outgoing("broadcast", "", exclude=exclude_id, data=data), strict)
+        return SendReport(sent_here, queued=not sent)
 
     async def send_to(
         self, handle_id: str, data: str | bytes, *, timeout: float | None = None, strict: bool = False
@@ -974,7 +987,9 @@ class SessionRegistry:
         """Every socket of ``key`` cluster-wide: handle id, node, keys and data of each.
 
         ``limit`` caps how many each node lists; ``complete`` is as for ``count``.
-        The answers travel on the broker: they carry the sockets' keys and data.
+        The answers travel on the broker: they carry the sockets' keys and data. A
+        socket's keys include its session's id: do not forward ``Member.keys`` to
+        other users (whoever holds a session id can attach sockets to that session).
         """
         self._require_running()
         if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
@@ -985,7 +1000,7 @@ class SessionRegistry:
         complete = False
         missing: frozenset[str] = frozenset()
         if self._connected:
-            query = Query(self._membership.expected())
+            query = await self._new_query(timeout)
             token = self._queries.open(query, self._tasks_or_raise())
             command = Command("members", self.node_id, target=key_hash, query=token, count=limit or 0)
             try:
@@ -1015,7 +1030,7 @@ class SessionRegistry:
         local = self.local_count(key)
         if not self._connected:
             return Count(local, False)
-        query = Query(self._membership.expected())
+        query = await self._new_query(timeout)
         token = self._queries.open(query, self._tasks_or_raise())
         command = Command("count", self.node_id, target=key_hash, query=token)
         try:
@@ -1386,6 +1401,28 @@ class SessionRegistry:
         self._recovering = True
         self._tasks.start_soon(self._recover)
 
+    async def _new_query(self, timeout: float | None) -> Query:
+        """A question to every node expected to answer. A node that just started (or
+        whose broker lost its data) first waits to hear the membership (answers to its
+        hello come at once), within ``timeout``; if it still has not, the answer can
+        only be incomplete."""
+        settled = self._settled
+        if not settled.is_set():
+            with anyio.move_on_after(self._confirm_timeout if timeout is None else timeout):
+                await settled.wait()
+        return Query(self._membership.expected(), known=settled.is_set())
+
+    def _unsettle(self) -> None:
+        """The membership must be heard again (start, data loss): questions wait for it."""
+        if self._settled.is_set():
+            self._settled = anyio.Event()
+        if self._tasks is not None:
+            self._tasks.start_soon(self._settle, self._settled)
+
+    async def _settle(self, settled: anyio.Event) -> None:
+        await anyio.sleep(min(self._heartbeat_interval, _SETTLE_MAX))
+        settled.set()
+
     async def _learn_broker(self) -> None:
         identity = self.transport.identity
         sequence = await self.transport.current_sequence()
@@ -1395,6 +1432,7 @@ class SessionRegistry:
         self._note_sequence(sequence)
         self._connected = True
         self._lost_at = None
+        self._unsettle()
         await self._beat("who" if self.publish_only else "hello")
 
     async def _recover(self) -> None:
@@ -1441,6 +1479,7 @@ class SessionRegistry:
             logger.warning("the broker lost its data; closing local sockets with 1012")
             self._close_unknown_state(self._all_handles())
             self._membership.clear()
+            self._unsettle()
             self._known_sequence = sequence
             self._replay.reset(sequence, identity)
             self._identity = identity
@@ -1462,6 +1501,8 @@ class SessionRegistry:
         self._stats["reconciles"] += 1
         self._emit("broker_restored", outage=outage)
         self._outbox_kick.set()
+        if not self._settled.is_set():
+            self._unsettle()  # the broker was away at start: the membership was never heard
         await self._beat("who" if self.publish_only else "hello")
 
     async def _reassert_revocations(self) -> None:

@@ -26,6 +26,8 @@ _BUILTIN: dict[str, tuple[str, str]] = {
     "rediss": ("sessionws_redis:transport_from_url", "redis"),
     "redis+cluster": ("sessionws_redis:transport_from_url", "redis"),
     "rediss+cluster": ("sessionws_redis:transport_from_url", "redis"),
+    "redis+sentinel": ("sessionws_redis:transport_from_url", "redis"),
+    "rediss+sentinel": ("sessionws_redis:transport_from_url", "redis"),
     "nats": ("sessionws_nats:transport_from_url", "nats"),
     "tls": ("sessionws_nats:transport_from_url", "nats"),
 }

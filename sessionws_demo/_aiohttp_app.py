@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import logging
 import secrets
@@ -220,7 +221,9 @@ def run(options: DemoOptions) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        anyio.run(main)
+        # uvloop when installed (``pip install 'sessionws[speed]'``), as uvicorn does for
+        # the Starlette version.
+        anyio.run(main, backend_options={"use_uvloop": importlib.util.find_spec("uvloop") is not None})
     except BaseException as error:
         unreachable = broker_failure(error)
         if unreachable is None:

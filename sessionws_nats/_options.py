@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 from urllib.parse import parse_qsl
+
+from nats.aio.client import Client
 
 __all__ = ("CALLBACKS", "CONNECT_DEFAULTS", "chain_callbacks", "parse_url", "split_options")
 
@@ -23,27 +27,59 @@ CONNECT_DEFAULTS: Final[Mapping[str, Any]] = {
 #: nats-py callbacks the transport installs (a caller's own are chained after them).
 CALLBACKS: Final = ("disconnected_cb", "reconnected_cb", "closed_cb", "error_cb")
 
-_URL_OPTIONS: Final[Mapping[str, Callable[[str], Any]]] = {
+
+def _parse_boolean(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+# Every transport option can be set in the URL, converted to its type.
+_TRANSPORT_URL_OPTIONS: Final[Mapping[str, Callable[[str], Any]]] = {
     "bucket": str,
     "subject_prefix": str,
     "replicas": int,
-    "name": str,
+    "request_timeout": float,
+    "connect_wait": float,
+    "poll_interval": float,
+    "shutdown_timeout": float,
     "interest_grace": float,
+    "shared_dispatch": _parse_boolean,
+    "max_payload": int,
 }
-_TRANSPORT_OPTIONS: Final = frozenset(
-    {
-        "bucket",
-        "subject_prefix",
-        "replicas",
-        "request_timeout",
-        "connect_wait",
-        "poll_interval",
-        "shutdown_timeout",
-        "interest_grace",
-        "shared_dispatch",
-        "max_payload",
-    }
-)
+# nats.connect options that make sense as text in a URL.
+_CONNECT_URL_OPTIONS: Final[Mapping[str, Callable[[str], Any]]] = {
+    "name": str,
+    "connect_timeout": float,
+    "reconnect_time_wait": float,
+    "max_reconnect_attempts": int,
+    "ping_interval": float,
+    "max_outstanding_pings": int,
+    "dont_randomize": _parse_boolean,
+    "allow_reconnect": _parse_boolean,
+    "tls_hostname": str,
+    "tls_handshake_first": _parse_boolean,
+    "inbox_prefix": str,
+    "drain_timeout": float,
+    "flush_timeout": float,
+}
+_URL_OPTIONS: Final[Mapping[str, Callable[[str], Any]]] = {**_TRANSPORT_URL_OPTIONS, **_CONNECT_URL_OPTIONS}
+_TRANSPORT_OPTIONS: Final = frozenset(_TRANSPORT_URL_OPTIONS)
+#: What ``nats.connect`` accepts as keywords (``servers`` comes from the URL).
+_CONNECT_OPTIONS: Final = frozenset(inspect.signature(Client.connect).parameters) - {"self", "servers"}
+
+
+def _unknown(name: str, where: str) -> ValueError:
+    guess = difflib.get_close_matches(name, [*_TRANSPORT_OPTIONS, *_CONNECT_OPTIONS], n=1)
+    hint = f" (did you mean {guess[0]!r}?)" if guess else ""
+    return ValueError(
+        f"unknown option {name!r} {where}{hint}; sessionws's options are "
+        + ", ".join(sorted(_TRANSPORT_OPTIONS))
+        + "; other keywords must be nats.connect's (reconnect_time_wait, tls, user_credentials, ...)"
+    )
 
 
 def parse_url(url: str) -> tuple[list[str], dict[str, str]]:
@@ -72,11 +108,17 @@ def parse_url(url: str) -> tuple[list[str], dict[str, str]]:
 def split_options(url: str, options: Mapping[str, Any]) -> tuple[list[str], dict[str, Any], dict[str, Any]]:
     """(servers, transport options, ``nats.connect`` options) from a URL and keywords.
 
-    Keywords win over the URL's query string.
+    Keywords win over the URL's query string. A name that is neither a transport
+    option nor one of ``nats.connect`` raises :class:`ValueError` here, not at open.
     """
     servers, query = parse_url(url)
     connect_options = dict(options)
     transport_options = {key: connect_options.pop(key) for key in options if key in _TRANSPORT_OPTIONS}
+    for key in connect_options:
+        if key == "servers":
+            raise TypeError("give the servers in the URL (nats://a:4222,b:4222), not as a keyword")
+        if key not in _CONNECT_OPTIONS:
+            raise _unknown(key, "for a NATS transport")
     for key, text in query.items():
         convert = _URL_OPTIONS.get(key)
         if convert is None:
@@ -88,7 +130,7 @@ def split_options(url: str, options: Mapping[str, Any]) -> tuple[list[str], dict
             value = convert(text)
         except ValueError:
             raise ValueError(f"option {key}={text!r} in NATS URL {url!r} is not valid") from None
-        target = connect_options if key == "name" else transport_options
+        target = transport_options if key in _TRANSPORT_OPTIONS else connect_options
         target.setdefault(key, value)
     return servers, transport_options, connect_options
 

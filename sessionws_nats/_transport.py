@@ -185,9 +185,11 @@ class NatsTransport:
     def from_url(cls, url: str, **options: Any) -> NatsTransport:
         """A transport for ``nats://host:port`` / ``tls://host:port`` (comma-separate several).
 
-        The query string may set ``bucket``, ``subject_prefix``, ``replicas`` and
-        ``name`` (the connection name); keyword options win over it. Transport
-        options are listed on the class; the rest go to ``nats.connect``.
+        The query string may set every transport option (``?bucket=app&replicas=3&
+        request_timeout=2&shared_dispatch=false``) and the ``nats.connect`` options
+        that are text or numbers (``name``, ``reconnect_time_wait``, ``ping_interval``,
+        ...); keyword options win over it. Transport options are listed on the class;
+        the rest go to ``nats.connect``. Any other name raises :class:`ValueError`.
         """
         servers, transport_options, connect_options = split_options(url, options)
         return cls(servers=servers, connect_options=connect_options, **transport_options)

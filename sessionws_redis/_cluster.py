@@ -51,6 +51,7 @@ from sessionws_redis._options import (
     pubsub_connection_kwargs,
     split_options,
 )
+from sessionws_redis._urls import parameters, split_url
 
 __all__ = ("RedisClusterTransport",)
 
@@ -108,16 +109,18 @@ class RedisClusterTransport:
     def from_url(cls, url: str, **options: Any) -> RedisClusterTransport:
         """A transport for ``redis+cluster://`` / ``rediss+cluster://`` URLs.
 
-        Transport options are taken from ``options``, the rest go to
-        ``RedisCluster.from_url``; the transport owns that client and closes it
+        Transport options are taken from ``options`` and the URL's query (keywords
+        win), redis-py's go to ``RedisCluster.from_url``; anything else raises
+        :class:`ValueError`. The transport owns that client and closes it
         when ``open()`` exits.
         """
-        scheme, separator, rest = url.partition("://")
+        scheme, separator, _ = url.partition("://")
         if scheme.lower() not in ("redis+cluster", "rediss+cluster") or not separator:
             raise ValueError(f"RedisClusterTransport takes redis+cluster:// URLs, got {scheme}://")
-        transport_options, client_options = split_options(dict(options))
+        parsed = split_url(url, options, client_options=parameters(RedisCluster.__init__))
+        transport_options, client_options = split_options({**parsed.client, **parsed.own})
         client = RedisCluster.from_url(
-            f"{scheme.lower().removesuffix('+cluster')}://{rest}", **client_options
+            f"{scheme.lower().removesuffix('+cluster')}://{parsed.url.partition('://')[2]}", **client_options
         )
         return cls(client, close_client=True, **vars(transport_options))
 

@@ -117,6 +117,8 @@ class PubSubLink:
         #: The namespace's epoch, read at the last (re)connect (``""`` for a link that
         #: does not hold the transport's keys).
         self.epoch = ""
+        #: The server's ``run_id`` at the last (re)connect: new after every restart.
+        self.run_id = ""
         self._epoch_key = epoch_key
         self.connected = False
         self._make_connection = make_connection
@@ -174,7 +176,7 @@ class PubSubLink:
         connection = self._make_connection()
         failure: Exception | None = None
         try:
-            epoch = await self._handshake(connection)
+            epoch, run_id = await self._handshake(connection)
             async with anyio.create_task_group() as tasks:
                 self._live, self._scope = connection, tasks.cancel_scope
                 self._subscribed = set()
@@ -187,7 +189,7 @@ class PubSubLink:
                     failure = exc
                     self._drop(f"resubscribing failed: {exc}")
                 else:
-                    self.epoch = epoch
+                    self.epoch, self.run_id = epoch, run_id
                     self.connected = self.connected_once = True
                     self.failed_attempts = 0
                     if task_status is not None:
@@ -204,11 +206,15 @@ class PubSubLink:
                 await _close(connection)
         return failure
 
-    async def _handshake(self, connection: AbstractConnection) -> str:
+    async def _handshake(self, connection: AbstractConnection) -> tuple[str, str]:
+        """Connect; return the epoch (for the link that holds the transport's keys) and
+        the server's ``run_id`` (which a Sentinel transport adds to its identity)."""
         with anyio.fail_after(self._options.command_timeout):
             await connection.connect_check_health(check_health=False, retry_socket_connect=False)
+            await connection.send_command("INFO", "server", check_health=False)
+            info = await connection.read_response(disable_decoding=True, timeout=math.inf)
             if self._epoch_key is None:
-                return ""
+                return "", _parse_run_id(info)
             token = secrets.token_hex(8)
             arguments = ("EVAL", _EPOCH_SCRIPT, 1, self._epoch_key, token)
             await connection.send_command(*arguments, check_health=False)
@@ -217,7 +223,7 @@ class PubSubLink:
             raise epoch
         if not isinstance(epoch, bytes) or not epoch:
             raise TransportError(f"Redis at {self.name} answered the epoch script with {epoch!r}")
-        return epoch.decode("ascii", "replace")
+        return epoch.decode("ascii", "replace"), _parse_run_id(info)
 
     async def _resubscribe(self) -> None:
         # Loop until the wanted set stops moving: a subscribe() that ran while we were
@@ -237,6 +243,11 @@ class PubSubLink:
             except TransportError as exc:
                 self._drop(f"health check failed: {exc}")
                 return
+
+    def reconnect(self, reason: str) -> None:
+        """Drop the current connection now (the run loop connects again, as after a loss):
+        for an owner that learnt the server is no longer the right one."""
+        self._drop(reason)
 
     def _drop(self, reason: str) -> None:
         """Give up on the current connection (the run loop reconnects)."""
@@ -380,6 +391,14 @@ class PubSubLink:
 async def _close(connection: AbstractConnection) -> None:
     with contextlib.suppress(Exception):
         await connection.disconnect(nowait=True)
+
+
+def _parse_run_id(info: object) -> str:
+    if isinstance(info, bytes):
+        for line in info.splitlines():
+            if line.startswith(b"run_id:"):
+                return line.partition(b":")[2].strip().decode()
+    raise TransportError("the Redis server did not report a run_id in INFO server")
 
 
 async def run_link(

@@ -164,6 +164,9 @@ def check_channels(channels: Sequence[str]) -> list[str]:
 
 def describe_connection(connection_kwargs: dict[str, Any]) -> str:
     """``host:port`` (or ``unix:path``) of a client's connection settings, for messages."""
+    service = getattr(connection_kwargs.get("connection_pool"), "service_name", None)
+    if isinstance(service, str):
+        return f"the master of {service!r} (via Sentinel)"
     if "path" in connection_kwargs:
         return f"unix:{connection_kwargs['path']}"
     return f"{connection_kwargs.get('host', 'localhost')}:{connection_kwargs.get('port', 6379)}"

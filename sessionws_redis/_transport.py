@@ -34,6 +34,7 @@ from sessionws_redis._options import (
     pubsub_connection_kwargs,
     split_options,
 )
+from sessionws_redis._urls import split_url, standalone_client_options
 
 __all__ = ("RedisTransport", "transport_from_url")
 
@@ -85,19 +86,24 @@ class RedisTransport:
     def from_url(cls, url: str, **options: Any) -> RedisTransport:
         """A transport for ``redis://`` / ``rediss://`` URLs.
 
-        Transport options (see the class) are taken from ``options``; the rest go to
-        redis-py's ``BlockingConnectionPool.from_url`` (``max_connections`` defaults to
-        100: when all are busy a command waits for one, within ``command_timeout``).
-        The transport owns that client and closes it when ``open()`` exits.
+        Transport options (see the class) are taken from ``options`` and from the
+        URL's query (``?prefix=myapp&command_timeout=2``; keywords win); redis-py's
+        connection options go to its ``BlockingConnectionPool.from_url``
+        (``max_connections`` defaults to 100: when all are busy a command waits for one,
+        within ``command_timeout``). Any other name raises :class:`ValueError` here,
+        naming the valid ones. The transport owns that client and closes it when
+        ``open()`` exits.
         """
         scheme = url.partition("://")[0].lower()
         if scheme not in ("redis", "rediss"):
             raise ValueError(f"RedisTransport takes redis:// or rediss:// URLs, got {scheme}://")
-        transport_options, client_options = split_options(dict(options))
+        accepted = standalone_client_options(scheme == "rediss", options)
+        parsed = split_url(url, options, client_options=accepted)
+        transport_options, client_options = split_options({**parsed.client, **parsed.own})
         client_options.setdefault("max_connections", DEFAULT_MAX_CONNECTIONS)
         # A blocking pool: a command waits for a free connection (within the
         # transport's command_timeout) rather than fail as if Redis were gone.
-        pool = BlockingConnectionPool.from_url(url, timeout=None, **client_options)
+        pool = BlockingConnectionPool.from_url(parsed.url, timeout=None, **client_options)
         client = Redis(connection_pool=pool)
         client.auto_close_connection_pool = True
         return cls(client, close_client=True, **vars(transport_options))
@@ -247,7 +253,8 @@ class RedisTransport:
 
 
 def transport_from_url(url: str, **options: Any) -> RedisTransport | RedisClusterTransport:
-    """The Redis transport for ``url``: the cluster one for ``redis+cluster://``.
+    """The Redis transport for ``url``: the cluster one for ``redis+cluster://``, the
+    Sentinel one for ``redis+sentinel://``.
 
     This is what the core's URL table calls for the Redis schemes.
     """
@@ -255,9 +262,14 @@ def transport_from_url(url: str, **options: Any) -> RedisTransport | RedisCluste
     scheme = url.partition("://")[0].lower()
     if scheme in ("redis+cluster", "rediss+cluster"):
         return RedisClusterTransport.from_url(url, **options)
+    if scheme in ("redis+sentinel", "rediss+sentinel"):
+        # Imported here: the Sentinel transport is built on this module's class.
+        from sessionws_redis._sentinel import RedisSentinelTransport
+
+        return RedisSentinelTransport.from_url(url, **options)
     if scheme in ("redis", "rediss"):
         return RedisTransport.from_url(url, **options)
     raise ValueError(
         f"sessionws_redis cannot handle {scheme}:// URLs; use redis://, rediss://, "
-        "redis+cluster:// or rediss+cluster://"
+        "redis+sentinel://, rediss+sentinel://, redis+cluster:// or rediss+cluster://"
     )

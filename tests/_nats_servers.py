@@ -31,7 +31,7 @@ from typing import Any, Self
 import anyio
 import pytest
 
-from tests._ports import free_port
+from tests._ports import free_port, wait_stopped
 
 __all__ = (
     "MIN_TTL_VERSION",
@@ -158,6 +158,7 @@ class NatsServer:
         self.store_dir = self.workdir / f"store-{name}"
         self.log_file = self.workdir / f"{name}.log"
         self._process: subprocess.Popen[bytes] | None = None
+        self._started_once = False
 
     @property
     def url(self) -> str:
@@ -195,14 +196,34 @@ class NatsServer:
             )
 
     async def wait_ready(self, timeout: float = _START_TIMEOUT) -> None:
-        """Wait until clients can connect and, with JetStream, ``/healthz`` says it is usable."""
+        """Wait until clients can connect and, with JetStream, ``/healthz`` says it is usable.
+
+        At its first start, a server whose client or monitoring port was taken between
+        choosing and binding it (another process on the machine) starts again on new ones.
+        """
+        attempts = [3]
         with anyio.fail_after(timeout):
             while True:
-                if self._process is not None and self._process.poll() is not None:
-                    raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+                self._check_alive(attempts)
                 if await self._http_ok("/healthz"):
+                    self._started_once = True
                     return
                 await anyio.sleep(0.02)
+
+    def _check_alive(self, attempts: list[int]) -> None:
+        """Raise if the process exited, unless it only lost a port race at its first
+        start: then spawn it again on new client and monitoring ports."""
+        if self._process is None or self._process.poll() is None:
+            return
+        tail = self.log_tail(5)
+        port_taken = "address already in use" in tail and "router port" not in tail
+        if port_taken and not self._started_once and attempts[0] > 0:
+            attempts[0] -= 1
+            self.port, self.http_port = free_port(), free_port()
+            self._process = None
+            self.spawn()
+            return
+        raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
 
     async def start(self, timeout: float = _START_TIMEOUT) -> Self:
         """Start the process and wait until it is ready."""
@@ -214,12 +235,13 @@ class NatsServer:
         """:meth:`start` for synchronous (e.g. session-scoped) fixtures."""
         self.spawn()
         deadline = time.monotonic() + timeout
+        attempts = [3]
         while not self._http_ok_blocking("/healthz"):
-            if self._process is not None and self._process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
+            self._check_alive(attempts)
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{self.name} was not ready after {timeout} s: {self.log_tail()}")
             time.sleep(0.02)
+        self._started_once = True
         return self
 
     def kill(self) -> None:
@@ -234,6 +256,7 @@ class NatsServer:
         """SIGSTOP the server: connections stay open but nothing is answered."""
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGSTOP)
+            wait_stopped(self._process.pid)
 
     def resume(self) -> None:
         """SIGCONT a paused server."""
@@ -342,15 +365,19 @@ class NatsCluster:
 
     def __init__(self, binary: NatsServerBinary, *, size: int = 3, name: str = "sessionws-test") -> None:
         self.workdir = Path(tempfile.mkdtemp(prefix="sessionws-nats-cluster-"))
-        route_ports = [free_port() for _ in range(size)]
+        self._binary, self._size, self._name = binary, size, name
+        self.servers = self._make_servers()
+
+    def _make_servers(self) -> list[NatsServer]:
+        route_ports = [free_port() for _ in range(self._size)]
         routes = [f"nats://127.0.0.1:{port}" for port in route_ports]
-        self.servers = [
+        return [
             NatsServer(
-                binary,
+                self._binary,
                 name=f"n{index + 1}",
                 workdir=self.workdir,
                 cluster={
-                    "name": name,
+                    "name": self._name,
                     "host": "127.0.0.1",
                     "port": route_port,
                     "routes": [route for route in routes if not route.endswith(f":{route_port}")],
@@ -370,13 +397,30 @@ class NatsCluster:
 
     async def start(self, timeout: float = 30.0) -> Self:
         # All nodes must run before any can elect a JetStream meta leader.
-        for server in self.servers:
-            server.spawn()
-        for server in self.servers:
-            await server.wait_ready(timeout)
-        await self.wait_routes(timeout)
-        await self.wait_jetstream(timeout)
-        return self
+        for attempt in range(3):
+            try:
+                for server in self.servers:
+                    server.spawn()
+                for server in self.servers:
+                    await server.wait_ready(timeout)
+                await self.wait_routes(timeout)
+                await self.wait_jetstream(timeout)
+            except RuntimeError as error:
+                for server in self.servers:
+                    server.kill()
+                if "address already in use" not in str(error) or attempt == 2:
+                    shutil.rmtree(self.workdir, ignore_errors=True)
+                    raise
+                # A route port was taken between choosing and binding it: new ports.
+                shutil.rmtree(self.workdir, ignore_errors=True)
+                self.workdir.mkdir(parents=True)
+                self.servers = self._make_servers()
+            except BaseException:
+                self.close()  # leave no process behind a cluster that did not start
+                raise
+            else:
+                return self
+        raise AssertionError("unreachable")
 
     async def wait_routes(self, timeout: float = 30.0) -> None:
         """Wait for the full route mesh: every node routed to every other, the same count on all.

@@ -1,4 +1,4 @@
-"""Free loopback ports for the servers the tests start.
+"""Free loopback ports for the servers the tests start, and their processes' pauses.
 
 Ports are drawn at random below the kernel's ephemeral range: a port the kernel
 handed out for ``bind(0)`` is also what it hands to the next outgoing connection,
@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import random
 import socket
+import time
 from pathlib import Path
 
-__all__ = ("free_port", "port_is_free")
+__all__ = ("free_port", "port_is_free", "wait_stopped")
 
 _HOST = "127.0.0.1"
 
@@ -47,3 +48,18 @@ def free_port(*, room_above: int = 0) -> int:
         if port_is_free(port) and (not room_above or port_is_free(port + room_above)):
             return port
     raise RuntimeError("no free loopback port found")
+
+
+def wait_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Wait until ``pid`` is really stopped after a SIGSTOP: the signal takes effect a
+    moment later, and a process on another core may still answer a request meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            return
+        if fields and fields[0] in ("T", "t"):
+            return
+        time.sleep(0.001)
+    raise RuntimeError(f"process {pid} did not stop within {timeout} s of SIGSTOP")

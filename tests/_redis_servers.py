@@ -29,6 +29,7 @@ from pathlib import Path
 from redis.crc import key_slot
 
 from tests._ports import free_port as _free_port
+from tests._ports import wait_stopped
 
 __all__ = (
     "RedisClusterServers",
@@ -135,6 +136,7 @@ class RedisServer:
         """SIGSTOP the server: connections stay open but nothing is answered."""
         if self._process is not None and self._process.poll() is None:
             self._process.send_signal(signal.SIGSTOP)
+            wait_stopped(self._process.pid)
 
     def resume(self) -> None:
         """SIGCONT a paused server."""

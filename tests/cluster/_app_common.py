@@ -50,6 +50,12 @@ class NodeConfig:
     command_timeout: float | None = None
     #: Keep the registry's membership events for ``GET /events``.
     record_events: bool = False
+    #: ``auto`` (uvloop when installed: ``sessionws[speed]``), ``asyncio`` or ``uvloop``.
+    loop: str = "auto"
+    #: Timestamps of a close's steps at ``GET /bench/trace`` (the benchmark's diagnosis).
+    bench_trace: bool = False
+    #: A log line per HTTP request (aiohttp's access log); the benchmarks turn it off.
+    access_log: bool = True
 
 
 class MembershipLog:

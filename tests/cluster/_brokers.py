@@ -12,8 +12,8 @@ import json
 import os
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import redis
 
@@ -22,12 +22,17 @@ from tests._redis_servers import RedisClusterServers, RedisServer
 from tests.cluster._nodes import wait_until
 
 __all__ = (
+    "Address",
     "Broker",
     "ExternalBroker",
     "NatsBroker",
     "NatsClusterBroker",
     "RedisBroker",
     "RedisClusterBroker",
+    "ServerFailover",
+    "nats_key_subscriptions",
+    "redis_key_subscriptions",
+    "wait_nats_monitors_ready",
     "wait_nats_ready",
 )
 
@@ -67,6 +72,19 @@ class Broker(Protocol):
     def key_subscriptions(self, namespace: str) -> list[str] | None:
         """The key channels (``<namespace>.k.*``) with a subscriber, as the broker sees
         it; ``None`` when the suite has no way to look."""
+        ...
+
+
+@runtime_checkable
+class ServerFailover(Protocol):
+    """A broker of several servers that can lose one (a node fails over to another)."""
+
+    def kill_server(self, index: int) -> None:
+        """SIGKILL server ``index`` alone."""
+        ...
+
+    def start_server(self, index: int) -> None:
+        """Start server ``index`` again, with its data, and wait until it has rejoined."""
         ...
 
 
@@ -224,8 +242,8 @@ class NatsClusterBroker(NatsBroker):
         wait_nats_ready(self.servers)
 
 
-def _monitor(server: NatsServer, path: str) -> Any:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}{path}", timeout=2) as response:
+def _monitor(base: str, path: str) -> Any:
+    with urllib.request.urlopen(f"{base}{path}", timeout=2) as response:
         return json.load(response)
 
 
@@ -236,22 +254,29 @@ def wait_nats_ready(servers: Sequence[NatsServer], timeout: float = 30.0) -> Non
     Blocking on purpose: the suite calls it from inside its async tests, where
     ``anyio.run`` (what ``NatsServer.wait_ready`` needs) cannot run.
     """
-    running = [server for server in servers if server.running]
-    names = {server.name for server in running}
+    wait_nats_monitors_ready(
+        {server.name: f"http://127.0.0.1:{server.http_port}" for server in servers if server.running}, timeout
+    )
+
+
+def wait_nats_monitors_ready(monitors: Mapping[str, str], timeout: float = 30.0) -> None:
+    """:func:`wait_nats_ready` for the running servers ``monitors`` names: server name ->
+    base URL of its monitoring port (``http://nats1:8222``)."""
+    names = set(monitors)
 
     def ready() -> bool:
-        for server in running:
+        for name, base in monitors.items():
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{server.http_port}/healthz", timeout=2).close()
+                urllib.request.urlopen(f"{base}/healthz", timeout=2).close()
             except urllib.error.HTTPError:
                 return False
-            if len(running) > 1:
-                routes = _monitor(server, "/routez").get("routes") or []
-                if {route.get("remote_name") for route in routes} < names - {server.name}:
+            if len(monitors) > 1:
+                routes = _monitor(base, "/routez").get("routes") or []
+                if {route.get("remote_name") for route in routes} < names - {name}:
                     return False
-        if len(running) == 1:
+        if len(monitors) == 1:
             return True
-        return jetstream_ready({server.name: _monitor(server, "/jsz") for server in running})
+        return jetstream_ready({name: _monitor(base, "/jsz") for name, base in monitors.items()})
 
     wait_until(ready, timeout, "the NATS servers becoming ready and routed")
 

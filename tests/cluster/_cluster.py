@@ -26,8 +26,16 @@ from tests.cluster._brokers import (
     RedisClusterBroker,
     wait_nats_ready,
 )
-from tests.cluster._nodes import ExternalNode, Node, NodeProcess, start_nodes, stop_nodes, wait_until
-from tests.cluster._proxy import TcpProxy
+from tests.cluster._nodes import (
+    ControlledNode,
+    ExternalNode,
+    Node,
+    NodeProcess,
+    start_nodes,
+    stop_nodes,
+    wait_until,
+)
+from tests.cluster._proxy import Cuttable, TcpProxy
 
 __all__ = (
     "CLUSTER_KINDS",
@@ -73,7 +81,7 @@ class Cluster:
         nodes: Sequence[Node],
         *,
         kind: str | None = None,
-        proxies: dict[int, list[TcpProxy]] | None = None,
+        proxies: dict[int, list[Cuttable]] | None = None,
     ) -> None:
         self.broker = broker
         self.nodes = list(nodes)
@@ -82,27 +90,27 @@ class Cluster:
 
     @property
     def external(self) -> bool:
-        return not all(isinstance(node, NodeProcess) for node in self.nodes)
+        return not all(isinstance(node, ControlledNode) for node in self.nodes)
 
     def url(self, index: int) -> str:
         return self.nodes[index].url
 
     # ------------------------------------------------------------------ control
-    def process(self, index: int) -> NodeProcess:
-        """Node ``index`` as a process; skips the test when the suite does not own it."""
+    def process(self, index: int) -> ControlledNode:
+        """Node ``index``, to kill or pause; skips the test when the suite does not own it."""
         node = self.nodes[index]
-        if not isinstance(node, NodeProcess):
+        if not isinstance(node, ControlledNode):
             pytest.skip(
-                "kills or pauses a node process; the nodes are external (SESSIONWS_NODES), "
-                "run the suite without SESSIONWS_NODES to start them locally"
+                "kills or pauses a node process; the nodes are external (SESSIONWS_NODES): run the "
+                "suite without SESSIONWS_NODES to start them locally, or with scripts/docker-suite"
             )
         return node
 
     def require_broker_control(self) -> Broker:
         if not self.broker.controllable:
             pytest.skip(
-                "kills or restarts the broker; the broker is external (SESSIONWS_NODES), "
-                "run the suite without SESSIONWS_NODES to start it locally"
+                "kills or restarts the broker; the broker is external (SESSIONWS_NODES): run the "
+                "suite without SESSIONWS_NODES to start it locally, or with scripts/docker-suite"
             )
         return self.broker
 
@@ -137,7 +145,7 @@ class Cluster:
         """Undo what the last test did (cut, paused, killed) and wait for a full membership."""
         for index in self.proxies:
             self.restore(index)
-        processes = [node for node in self.nodes if isinstance(node, NodeProcess)]
+        processes = [node for node in self.nodes if isinstance(node, ControlledNode)]
         if self.broker.controllable and not self.broker.alive():
             self.broker.restart(keep_data=True)
         for process in processes:
@@ -187,7 +195,7 @@ class Cluster:
                 lines.append(f"{node.name}: {node.health()}")
             except OSError as error:
                 lines.append(f"{node.name}: unreachable ({error})")
-            if isinstance(node, NodeProcess):
+            if isinstance(node, ControlledNode):
                 lines.append(node.log_tail(15))
         return "\n".join(lines)
 
@@ -256,17 +264,16 @@ def local_cluster(
     with contextlib.ExitStack() as stack:
         broker = stack.enter_context(_broker(broker_kind, redis_arguments))
         nodes: list[NodeProcess] = []
-        proxies: dict[int, list[TcpProxy]] = {}
+        proxies: dict[int, list[Cuttable]] = {}
         for index, framework in enumerate(frameworks):
             addresses = broker.addresses(index)
             if index == PROXIED and broker.proxyable:
-                proxies[index] = []
-                for host, port in addresses:
-                    proxy = TcpProxy(host, port)
+                started = [TcpProxy(host, port) for host, port in addresses]
+                for proxy in started:
                     proxy.start()
                     stack.callback(proxy.close)
-                    proxies[index].append(proxy)
-                addresses = [("127.0.0.1", proxy.port) for proxy in proxies[index]]
+                proxies[index] = list(started)
+                addresses = [("127.0.0.1", proxy.port) for proxy in started]
             node = NodeProcess(f"node{index + 1}", broker.url(addresses), directory, framework=framework)
             node.arguments = list(node_arguments)
             nodes.append(node)
@@ -281,10 +288,20 @@ def local_cluster(
 
 
 def external_cluster() -> Cluster | None:
-    """The nodes ``SESSIONWS_NODES`` lists (comma-separated base URLs), or ``None``."""
+    """The nodes ``SESSIONWS_NODES`` lists (comma-separated base URLs), or ``None``.
+
+    With ``SESSIONWS_DOCKER_KIND`` (the compose files' runner) they and their broker are
+    containers of this compose project, driven through the Docker Engine.
+    """
     listed = [url.strip() for url in os.environ.get("SESSIONWS_NODES", "").split(",") if url.strip()]
     if not listed:
         return None
     if len(listed) < 3:
         raise ValueError(f"SESSIONWS_NODES lists {len(listed)} node(s); the cluster suite needs 3")
+    if os.environ.get("SESSIONWS_DOCKER_KIND"):
+        from tests.cluster._docker import docker_parts
+
+        kind, broker, containers, proxy = docker_parts(listed)
+        proxies: dict[int, list[Cuttable]] = {PROXIED: [proxy]} if proxy is not None else {}
+        return Cluster(broker, containers, kind=kind, proxies=proxies)
     return Cluster(ExternalBroker.from_environment(), [ExternalNode(url, i) for i, url in enumerate(listed)])

@@ -19,12 +19,22 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
+from tests._ports import wait_stopped
 from tests._redis_servers import free_port
 from tests.cluster._app_common import EXIT_WITH_PARENT
 
-__all__ = ("ExternalNode", "Node", "NodeProcess", "get_json", "start_nodes", "stop_nodes", "wait_until")
+__all__ = (
+    "ControlledNode",
+    "ExternalNode",
+    "Node",
+    "NodeProcess",
+    "get_json",
+    "start_nodes",
+    "stop_nodes",
+    "wait_until",
+)
 
 _ROOT = Path(__file__).resolve().parents[2]
 _START_TIMEOUT = 20.0
@@ -69,6 +79,42 @@ class Node:
         if not isinstance(body, dict):
             raise OSError(f"{self.name} answered /health without JSON")
         return body
+
+
+@runtime_checkable
+class ControlledNode(Protocol):
+    """A node the suite may kill, pause and start again: a :class:`NodeProcess`, or a
+    node container driven through the Docker Engine (``tests/cluster/_docker.py``)."""
+
+    name: str
+    url: str
+
+    @property
+    def alive(self) -> bool:
+        """Running (paused or not)."""
+        ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    def spawn(self) -> None:
+        """Start it (see :meth:`wait_ready`)."""
+        ...
+
+    def wait_ready(self, timeout: float = ...) -> None:
+        """Wait until it answers ``/health`` with ``healthy``."""
+        ...
+
+    def kill(self) -> None:
+        """SIGKILL: its clients see their connections drop, its peers hear nothing more."""
+        ...
+
+    def pause(self) -> None:
+        """Alive for TCP, silent for everything else (SIGSTOP, the cgroup freezer)."""
+        ...
+
+    def resume(self) -> None: ...
+
+    def log_tail(self, lines: int = ...) -> str: ...
 
 
 class ExternalNode(Node):
@@ -164,6 +210,7 @@ class NodeProcess(Node):
         """SIGSTOP: alive for TCP, silent for everything else."""
         if self.alive and self._process is not None:
             self._process.send_signal(signal.SIGSTOP)
+            wait_stopped(self._process.pid)
 
     def resume(self) -> None:
         if self.alive and self._process is not None:
@@ -207,7 +254,7 @@ class NodeProcess(Node):
         return "\n".join(f"  {self.name}| {line}" for line in text.splitlines()[-lines:])
 
 
-def start_nodes(nodes: Sequence[NodeProcess], timeout: float = _START_TIMEOUT) -> None:
+def start_nodes(nodes: Sequence[ControlledNode], timeout: float = _START_TIMEOUT) -> None:
     """Start several nodes at once (they import in parallel) and wait for all."""
     for node in nodes:
         if not node.alive:

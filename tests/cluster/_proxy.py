@@ -13,22 +13,35 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Coroutine
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from tests._redis_servers import free_port
 
-__all__ = ("TcpProxy",)
+__all__ = ("Cuttable", "TcpProxy")
 
 _T = TypeVar("_T")
 _CHUNK = 1 << 16
 
 
-class TcpProxy:
-    """Forward ``127.0.0.1:port`` to ``upstream_host:upstream_port`` until cut."""
+class Cuttable(Protocol):
+    """What stands between one node and its broker: a :class:`TcpProxy`, or the Docker
+    cluster's proxy service (``tests/cluster/proxy_service.py``) driven over HTTP."""
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def cut(self) -> None: ...
+
+    def restore(self) -> None: ...
+
+
+class TcpProxy:
+    """Forward ``host:port`` (``127.0.0.1``, a free port by default) to
+    ``upstream_host:upstream_port`` until cut."""
+
+    def __init__(
+        self, upstream_host: str, upstream_port: int, *, host: str = "127.0.0.1", port: int | None = None
+    ) -> None:
         self.upstream = (upstream_host, upstream_port)
-        self.port = free_port()
+        self.host = host
+        self.port = free_port() if port is None else port
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name=f"proxy:{self.port}", daemon=True)
         self._server: asyncio.Server | None = None
@@ -38,8 +51,8 @@ class TcpProxy:
 
     @property
     def address(self) -> str:
-        """``127.0.0.1:port`` (for broker URLs)."""
-        return f"127.0.0.1:{self.port}"
+        """``host:port`` (for broker URLs)."""
+        return f"{self.host}:{self.port}"
 
     @property
     def cut_off(self) -> bool:
@@ -71,7 +84,7 @@ class TcpProxy:
         self._loop.close()
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port, reuse_address=True)
+        self._server = await asyncio.start_server(self._serve, self.host, self.port, reuse_address=True)
 
     async def _cut(self) -> None:
         # The proxy keeps listening and drops what connects: closing the listening

@@ -5,9 +5,9 @@
 Every flag has an environment variable, which is how the Docker cluster configures the
 nodes (flags win over the environment):
 
-=====================  =============================  =========================================
+=====================  =============================  ================================================
 flag                   environment                    meaning
-=====================  =============================  =========================================
+=====================  =============================  ================================================
 ``--transport``        ``SESSIONWS_BROKER_URL``       broker URL (``redis://``, ``nats://a,b,c``)
 ``--name``             ``SESSIONWS_NODE_NAME``        readable node name (default: the host name)
 ``--host``             ``SESSIONWS_HOST``             address to listen on (default 127.0.0.1)
@@ -18,7 +18,11 @@ flag                   environment                    meaning
 ``--linger``           ``SESSIONWS_LINGER``           channel linger after the last socket (0.2)
 ``--reconnect-delay``  ``SESSIONWS_RECONNECT``        longest wait between broker reconnects (0.2)
 ``--command-timeout``  ``SESSIONWS_COMMAND_TIMEOUT``  bound on each broker command (transport's)
-=====================  =============================  =========================================
+``--loop``             ``SESSIONWS_LOOP``             ``auto`` (uvloop if installed), ``asyncio``, ``uvloop``
+``--bench-trace``                                     a close's steps timed (``_bench_hooks.py``)
+``--no-access-log``                                   no log line per HTTP request
+``--record-events``                                   membership events at ``GET /events``
+=====================  =============================  ================================================
 
 A NATS URL may list several servers; the node attaches to the first and fails over to
 the others (``dont_randomize``), so a test can attach nodes to different servers.
@@ -51,7 +55,9 @@ let the tests and the benchmark look inside. All answers are JSON:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import faulthandler
+import importlib.util
 import logging
 import os
 import signal
@@ -59,9 +65,12 @@ import socket
 from collections.abc import Sequence
 from typing import Any
 
+from tests.cluster import _bench_hooks
 from tests.cluster._app_common import FRAMEWORKS, MembershipLog, NodeConfig, exit_with_parent, make_registry
 
-__all__ = ("build_app", "main", "parse_config")
+__all__ = ("LOOPS", "build_app", "main", "parse_config", "use_uvloop")
+
+LOOPS = ("auto", "asyncio", "uvloop")
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -82,6 +91,11 @@ def parse_config(argv: Sequence[str] | None = None) -> NodeConfig:
     parser.add_argument("--linger", type=float, default=float(_env("SESSIONWS_LINGER", "0.2") or 0.2))
     parser.add_argument(
         "--reconnect-delay", type=float, default=float(_env("SESSIONWS_RECONNECT", "0.2") or 0.2)
+    )
+    parser.add_argument("--loop", choices=LOOPS, default=_env("SESSIONWS_LOOP", "auto"))
+    parser.add_argument("--bench-trace", action="store_true", help="serve GET /bench/trace (aiohttp)")
+    parser.add_argument(
+        "--no-access-log", action="store_true", help="no log line per HTTP request (the benchmarks' nodes)"
     )
     parser.add_argument(
         "--record-events", action="store_true", help="keep membership events for GET /events (aiohttp)"
@@ -104,7 +118,17 @@ def parse_config(argv: Sequence[str] | None = None) -> NodeConfig:
         reconnect_delay=arguments.reconnect_delay,
         command_timeout=arguments.command_timeout,
         record_events=arguments.record_events,
+        loop=arguments.loop,
+        bench_trace=arguments.bench_trace,
+        access_log=not arguments.no_access_log,
     )
+
+
+def use_uvloop(loop: str) -> bool:
+    """Whether the node runs on uvloop: asked for, or ``auto`` and installed."""
+    if loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        raise SystemExit("--loop uvloop: uvloop is not installed (pip install 'sessionws[speed]')")
+    return loop == "uvloop" or (loop == "auto" and importlib.util.find_spec("uvloop") is not None)
 
 
 def build_app(config: NodeConfig) -> Any:
@@ -128,15 +152,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format=f"%(asctime)s {config.name} %(levelname)s %(name)s: %(message)s"
     )
+    if config.bench_trace:
+        _bench_hooks.install()
     app = build_app(config)
+    if config.framework == "aiohttp":
+        _bench_hooks.bench_routes(app, traced=config.bench_trace)
     if config.framework == "starlette":
         import uvicorn
 
-        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", lifespan="on")
+        loop = "uvloop" if use_uvloop(config.loop) else "asyncio"
+        uvicorn.run(app, host=config.host, port=config.port, log_level="warning", lifespan="on", loop=loop)
     else:
         from aiohttp import web
 
-        web.run_app(app, host=config.host, port=config.port, print=None, shutdown_timeout=5.0)
+        event_loop: asyncio.AbstractEventLoop
+        if use_uvloop(config.loop):
+            import uvloop
+
+            event_loop = uvloop.new_event_loop()
+        else:
+            event_loop = asyncio.new_event_loop()
+        logging.getLogger(__name__).info("event loop: %s", type(event_loop).__module__)
+        web.run_app(
+            app,
+            host=config.host,
+            port=config.port,
+            print=None,
+            shutdown_timeout=5.0,
+            loop=event_loop,
+            access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
+        )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import anyio
 import pytest
 
 from sessionws import CLOSE_DEFAULT, CLOSE_UNKNOWN_STATE
-from tests.cluster._brokers import NatsClusterBroker
+from tests.cluster._brokers import ServerFailover
 from tests.cluster._clients import ABNORMAL, Browser, Clients, Socket, assert_closed, assert_open, new_user
 from tests.cluster._cluster import SILENCE_WINDOW, Cluster
 from tests.cluster._nodes import wait_until
@@ -191,7 +191,7 @@ async def test_losing_the_nats_server_a_node_is_attached_to_loses_no_close(
     cluster: Cluster, clients: Clients
 ) -> None:
     broker = cluster.broker
-    if not isinstance(broker, NatsClusterBroker):
+    if not isinstance(broker, ServerFailover):
         pytest.skip("needs the 3-server NATS cluster (the node fails over to another server)")
     browser, sockets = await session_with_sockets(clients)
     _, bystanders = await session_with_sockets(clients, (1,))

@@ -198,8 +198,10 @@ class _FailsMarkerReads(MemoryTransport):
     """A broker connection whose next marker reads fail (a broker still electing)."""
 
     fail_reads = 0
+    reads = 0
 
     async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
+        self.reads += 1
         if self.fail_reads:
             self.fail_reads -= 1
             raise TransportError("the broker refused the read (fault injection)")
@@ -219,3 +221,22 @@ async def test_revocations_are_reasserted_even_when_the_first_try_fails() -> Non
         await wait_for(lambda: remembers.healthy and remembers.stats()["reconciles"] == 1, timeout=10)
         await wait_for(lambda: other.healthy and other.stats()["reconciles"] == 1, timeout=10)
         assert await other.is_revoked("user-1")
+
+
+async def test_is_revoked_of_a_key_this_node_holds_asks_no_broker_and_still_sees_revokes() -> None:
+    hub = MemoryHub()
+    counting = _FailsMarkerReads(hub)
+    async with (
+        SessionRegistry(counting, node_id="a", **FAST) as holder,
+        SessionRegistry(MemoryTransport(hub), node_id="b", **FAST) as other,
+    ):
+        await holder.register(RecordingConnection(), "session-1")
+        before = counting.reads
+        for _ in range(20):
+            assert not await holder.is_revoked("session-1")  # a second tab's check
+        assert counting.reads == before
+        await other.revoke("session-1")
+        await wait_for(lambda: holder.local_count("session-1") == 0)
+        assert await holder.is_revoked("session-1")
+        assert not await holder.is_revoked("not-held")
+        assert counting.reads == before + 1  # only the key it does not hold

@@ -192,6 +192,24 @@ def test_memory_urls_make_private_or_shared_hubs() -> None:
     assert isinstance(first, Transport)
 
 
+def test_memory_urls_take_their_options_in_the_query_and_refuse_others() -> None:
+    transport = transport_from_url("memory://options-hub?max_payload=4096&interest_delay=0.5")
+    assert isinstance(transport, MemoryTransport)
+    assert (transport.max_payload, transport.interest_delay) == (4096, 0.5)
+    assert transport.hub is transport_from_url("memory://options-hub").hub  # type: ignore[attr-defined]
+    assert transport_from_url("memory://?max_payload=10", max_payload=20).max_payload == 20
+    for url, options, message in [
+        ("memory://?bucket=x", {}, "unknown option 'bucket' for a memory:// transport"),
+        ("memory://", {"prefix": "x"}, "unknown option 'prefix'.*interest_delay, max_payload"),
+        ("memory://?max_payload=big", {}, "max_payload='big'"),
+        ("memory://?max_payload", {}, "malformed"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            transport_from_url(url, **options)
+    with pytest.raises(ValueError, match="unknown option 'prefix'"):
+        SessionRegistry("memory://?prefix=myapp")
+
+
 def test_unknown_schemes_list_the_known_ones() -> None:
     with pytest.raises(ValueError, match=r"known schemes: .*memory://.*nats://.*redis://"):
         transport_from_url("kafka://localhost")
@@ -205,6 +223,9 @@ def test_unknown_schemes_list_the_known_ones() -> None:
         ("redis://localhost", "sessionws_redis", "redis"),
         ("rediss://localhost", "sessionws_redis", "redis"),
         ("redis+cluster://localhost", "sessionws_redis", "redis"),
+        ("rediss+cluster://localhost", "sessionws_redis", "redis"),
+        ("redis+sentinel://localhost/mymaster", "sessionws_redis", "redis"),
+        ("rediss+sentinel://localhost/mymaster", "sessionws_redis", "redis"),
         ("nats://localhost", "sessionws_nats", "nats"),
     ],
 )

@@ -119,11 +119,13 @@ async def test_signed_commands_that_do_not_name_their_key_are_dropped_unless_all
                 assert node1.stats()["dropped_by_reason"] == {"unbound": 1}
 
 
+def _nested(children: st.SearchStrategy[object]) -> st.SearchStrategy[object]:
+    return st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
+
+
 _json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=4), children, max_size=4)
-    ),
+    _nested,
     max_leaves=20,
 )
 _command_like = st.fixed_dictionaries(

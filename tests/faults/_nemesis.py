@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from tests.cluster._cluster import PROXIED, Cluster
-from tests.cluster._nodes import NodeProcess, start_nodes
+from tests.cluster._nodes import ControlledNode, start_nodes
 from tests.faults._broker_control import BrokerControl
 from tests.faults._history import Entry, History
 
@@ -201,7 +201,7 @@ class Nemesis:
         return "rejoined"
 
 
-def start_node(node: NodeProcess, timeout: float = 90.0) -> str:
+def start_node(node: ControlledNode, timeout: float = 90.0) -> str:
     """Start ``node`` again; how it went. A node that exits at start (it refuses to start
     while it cannot reach the broker, e.g. Redis Cluster discovery during an outage) is
     started again; one that runs but is not healthy in time is left running (the final

@@ -74,6 +74,30 @@ def test_keyword_options_win_over_the_query() -> None:
     assert transport._servers == ["tls://a"]
 
 
+def test_every_transport_option_can_be_set_in_the_url() -> None:
+    transport = NatsTransport.from_url(
+        "nats://a?request_timeout=2.5&connect_wait=1&poll_interval=0.2&shutdown_timeout=3"
+        "&shared_dispatch=false&max_payload=4096&interest_grace=0.5&reconnect_time_wait=0.25"
+    )
+    assert transport._request_timeout == 2.5
+    assert (transport._connect_wait, transport._poll_interval, transport._shutdown_timeout) == (1.0, 0.2, 3.0)
+    assert transport._shared_dispatch is False
+    assert transport.max_payload == 4096
+    assert transport.interest_grace == 0.5
+    assert transport._connect_options["reconnect_time_wait"] == 0.25
+
+
+def test_unknown_keywords_are_refused_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"unknown option 'prefix' for a NATS transport.*subject_prefix"):
+        NatsTransport.from_url("nats://a", prefix="myapp")
+    with pytest.raises(ValueError, match="did you mean 'bucket'"):
+        NatsTransport.from_url("nats://a", buckets="x")
+    with pytest.raises(TypeError, match="servers in the URL"):
+        NatsTransport.from_url("nats://a", servers=["nats://b"])
+    with pytest.raises(ValueError, match="unknown option 'prefix'"):
+        sessionws.SessionRegistry("nats://a?prefix=myapp")
+
+
 def test_the_core_url_table_finds_the_transport() -> None:
     transport = sessionws.transport_from_url("nats://127.0.0.1:4222")
     assert isinstance(transport, NatsTransport)
@@ -90,6 +114,7 @@ def test_the_core_url_table_finds_the_transport() -> None:
         ("nats://a,redis://b", "not a NATS server address"),
         ("nats://a?colour=blue", "unknown option 'colour'"),
         ("nats://a?replicas=three", "replicas='three'"),
+        ("nats://a?shared_dispatch=maybe", "shared_dispatch='maybe'"),
         ("nats://a?replicas=9", "replicas must be an int from 1 to 5"),
         ("nats://a?bucket=bad.name", "bucket must be"),
         ("nats://a?subject_prefix=a..b", "not a valid NATS subject prefix"),

@@ -86,3 +86,25 @@ async def test_nats_frozen_longer_than_the_request_timeout_loses_no_close(nats_s
 
     async with two_nodes(make) as (first, second):
         await frozen_broker_loses_no_close(first, second, nats_server.pause, nats_server.resume)
+
+
+async def test_a_node_that_just_started_hears_the_membership_before_it_answers_complete(
+    nats_server: NatsServer,
+) -> None:
+    """NATS reports no receivers: a registry's first confirmed command must wait for
+    the membership, not report an empty cluster as complete."""
+    (holder,) = registries(nats_server, 1)
+    async with holder:
+        socket = FakeWebsocket()
+        await holder.register(socket, "user-1")
+        url = nats_server.url
+        fresh_ones = [
+            SessionRegistry(make_transport(url), namespace="app", publish_only=True),
+            SessionRegistry(make_transport(url), namespace="app", heartbeat_interval=0.2),
+        ]
+        for fresh_registry in fresh_ones:
+            async with fresh_registry as fresh:
+                report = await fresh.send_all("user-1", "hello", confirm=True, timeout=3)
+                assert report.complete and dict(report.nodes) == {holder.node_id: 1}, report
+                count = await fresh.count("user-1", timeout=3)
+                assert count == (1, True)

@@ -20,10 +20,11 @@ import pytest
 from sessionws._memory import MemoryHub, MemoryTransport
 from sessionws._protocols import Transport
 from sessionws_nats import NatsTransport
-from sessionws_redis import RedisClusterTransport, RedisTransport
+from sessionws_redis import RedisClusterTransport, RedisSentinelTransport, RedisTransport
 
 if TYPE_CHECKING:
     from tests._nats_servers import NatsServer
+    from tests._redis_sentinel_servers import SentinelGroup
     from tests._redis_servers import RedisClusterServers, RedisServer
 
 __all__ = ("BACKENDS", "Backend", "Node", "Recorder", "channel_name", "open_nodes")
@@ -147,6 +148,32 @@ class RedisClusterBackend:
             self._start_all()
 
 
+class RedisSentinelBackend:
+    """A master and a replica behind three sentinels; "the broker" (both data nodes)
+    dies and returns empty. The sentinels wait a minute before failing over, so
+    they never do here: failovers have tests of their own."""
+
+    name = "redis-sentinel"
+    counts_receivers = True
+    shortest_ttl = 0.05
+
+    def __init__(self, group: SentinelGroup) -> None:
+        self.group = group
+
+    def make_transport(self, **options: Any) -> Transport:
+        return RedisSentinelTransport.from_url(self.group.url, **{**FAST_RECONNECT, **options})
+
+    async def kill(self) -> None:
+        await anyio.to_thread.run_sync(self.group.kill_data_nodes)
+
+    async def restart(self) -> None:
+        await anyio.to_thread.run_sync(self.group.restart_data_nodes)
+
+    def cleanup(self) -> None:
+        if not all(server.alive for server in self.group.servers):
+            self.group.restart_data_nodes()
+
+
 class NatsBackend:
     """A ``nats-server -js`` process of our own; a restart wipes its JetStream store."""
 
@@ -177,6 +204,7 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {
     "memory": lambda request: MemoryBackend(),
     "redis": lambda request: RedisBackend(request.getfixturevalue("redis_server")),
     "redis-cluster": lambda request: RedisClusterBackend(request.getfixturevalue("redis_cluster")),
+    "redis-sentinel": lambda request: RedisSentinelBackend(request.getfixturevalue("redis_sentinel")),
     "nats": lambda request: NatsBackend(request.getfixturevalue("nats_server_for_contract")),
 }
 

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests._nats_servers import NatsServer, nats_server_binary
+from tests._redis_sentinel_servers import SentinelGroup, running_sentinel_group
 from tests._redis_servers import RedisClusterServers, RedisServer, running_redis, running_redis_cluster
 from tests.transports._backends import BACKENDS, Backend
 
@@ -23,6 +24,13 @@ def redis_cluster() -> Iterator[RedisClusterServers]:
     """A 3-master Redis Cluster on free loopback ports, for the whole session."""
     with running_redis_cluster() as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel() -> Iterator[SentinelGroup]:
+    """A master, a replica and three sentinels (that never fail over) for the whole session."""
+    with running_sentinel_group(ready_for_failover=False) as group:
+        yield group
 
 
 @pytest.fixture(scope="session")
