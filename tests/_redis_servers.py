@@ -175,16 +175,16 @@ class RedisServer:
 class RedisClusterServers:
     """Three cluster-enabled masters (no replicas) covering all 16384 slots."""
 
-    def __init__(self, directory: Path, *, size: int = 3) -> None:
+    def __init__(self, directory: Path, *, size: int = 3, arguments: Sequence[str] = ()) -> None:
         self.directory = directory
-        self.servers = [self._node(directory / f"node{index}") for index in range(size)]
+        self.servers = [self._node(directory / f"node{index}", arguments) for index in range(size)]
 
     @staticmethod
-    def _node(directory: Path) -> RedisServer:
+    def _node(directory: Path, extra: Sequence[str] = ()) -> RedisServer:
         port = free_port(cluster=True)
         arguments = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
         # Well above a kill + restart, so a restarted master is never declared failed.
-        arguments += ["--cluster-node-timeout", "5000"]
+        arguments += ["--cluster-node-timeout", "5000", *extra]
         return RedisServer(directory, port=port, arguments=arguments)
 
     @property
@@ -281,12 +281,13 @@ def running_redis(arguments: Sequence[str] = ()) -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
-def running_redis_cluster() -> Iterator[RedisClusterServers]:
-    """A 3-master cluster in a temporary directory, stopped and removed on exit."""
+def running_redis_cluster(arguments: Sequence[str] = ()) -> Iterator[RedisClusterServers]:
+    """A 3-master cluster in a temporary directory, stopped and removed on exit
+    (``arguments`` go to every ``redis-server``)."""
     directory = Path(tempfile.mkdtemp(prefix="sessionws-redis-cluster-"))
     try:
         for attempt in range(_START_ATTEMPTS):
-            cluster = RedisClusterServers(directory / str(attempt))
+            cluster = RedisClusterServers(directory / str(attempt), arguments=arguments)
             try:
                 cluster.start()
                 break

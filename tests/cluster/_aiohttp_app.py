@@ -20,12 +20,14 @@ from sessionws_aiohttp import (
     new_session_ws_id,
     revoke_session_ws,
     revoke_ws,
+    rotate_session_ws_id,
     schedule_close_all_session_ws,
+    send_ws,
     session_ws,
     session_ws_middleware,
     setup,
 )
-from tests.cluster._app_common import USER_KEY, NodeConfig, report_json
+from tests.cluster._app_common import USER_KEY, MembershipLog, NodeConfig, report_json
 
 __all__ = ("COOKIE_NAME", "build_aiohttp_app")
 
@@ -34,6 +36,7 @@ COOKIE_NAME = "AIOHTTP_SESSION"
 
 CONFIG = web.AppKey("config", NodeConfig)
 RAW_SOCKETS = web.AppKey("raw_sockets", dict[str, web.WebSocketResponse])
+EVENTS = web.AppKey("events", MembershipLog)
 
 
 def _name(request: web.Request) -> str:
@@ -149,9 +152,26 @@ async def revoke(request: web.Request) -> web.Response:
     return web.json_response(report_json(report))
 
 
+async def rotate(request: web.Request) -> web.Response:
+    """Revoke the session's id everywhere and give the session a new one."""
+    return web.json_response({"session": await rotate_session_ws_id(request, ttl=_seconds(request, "ttl"))})
+
+
+async def send(request: web.Request) -> web.Response:
+    await send_ws(request, _key(request), request.query.get("data", ""))
+    return web.json_response({"sent": True})
+
+
 async def count(request: web.Request) -> web.Response:
     total, complete = await count_ws(request, _key(request), timeout=_seconds(request, "timeout"))
     return web.json_response({"total": total, "complete": complete})
+
+
+async def membership_events(request: web.Request) -> web.Response:
+    log = request.app.get(EVENTS)
+    if log is None:
+        raise web.HTTPNotFound(text="start the node with --record-events")
+    return web.json_response({"node": get_registry(request).node_id, "events": log.events})
 
 
 async def stats(request: web.Request) -> web.Response:
@@ -231,7 +251,9 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return web.json_response({"error": f"{type(error).__name__}: {error}"}, status=400)
 
 
-def build_aiohttp_app(config: NodeConfig, registry: SessionRegistry) -> web.Application:
+def build_aiohttp_app(
+    config: NodeConfig, registry: SessionRegistry, events: MembershipLog | None = None
+) -> web.Application:
     app = web.Application(
         middlewares=[
             aiohttp_session.session_middleware(aiohttp_session.SimpleCookieStorage(cookie_name=COOKIE_NAME)),
@@ -241,6 +263,8 @@ def build_aiohttp_app(config: NodeConfig, registry: SessionRegistry) -> web.Appl
     )
     app[CONFIG] = config
     app[RAW_SOCKETS] = {}
+    if events is not None:
+        app[EVENTS] = events
     setup(app, registry)
     app.add_routes(
         [
@@ -252,8 +276,11 @@ def build_aiohttp_app(config: NodeConfig, registry: SessionRegistry) -> web.Appl
             web.post("/logout-others", logout_others),
             web.post("/close", close),
             web.post("/revoke", revoke),
+            web.post("/rotate", rotate),
+            web.post("/send", send),
             web.get("/count", count),
             web.get("/stats", stats),
+            web.get("/events", membership_events),
             web.get("/raw-ws", raw_websocket),
             web.post("/raw-close", raw_close),
             web.post("/bench/register", bench_register),

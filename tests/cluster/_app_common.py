@@ -11,12 +11,13 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from sessionws import CloseReport, SessionRegistry, transport_from_url
+from sessionws import CloseReport, Event, SessionRegistry, transport_from_url
 
 __all__ = (
     "EXIT_WITH_PARENT",
     "FRAMEWORKS",
     "USER_KEY",
+    "MembershipLog",
     "NodeConfig",
     "exit_with_parent",
     "make_registry",
@@ -44,12 +45,32 @@ class NodeConfig:
     heartbeat: float = 0.2
     linger: float = 0.2
     reconnect_delay: float = 0.2
+    #: Bound on each broker command (Redis ``command_timeout``, NATS
+    #: ``request_timeout``); ``None`` keeps the transport's default.
+    command_timeout: float | None = None
+    #: Keep the registry's membership events for ``GET /events``.
+    record_events: bool = False
     #: ``auto`` (uvloop when installed: ``sessionws[speed]``), ``asyncio`` or ``uvloop``.
     loop: str = "auto"
     #: Timestamps of a close's steps at ``GET /bench/trace`` (the benchmark's diagnosis).
     bench_trace: bool = False
     #: A log line per HTTP request (aiohttp's access log); the benchmarks turn it off.
     access_log: bool = True
+
+
+class MembershipLog:
+    """The ``member_joined`` / ``member_left`` events of this node's registry, in order
+    (an ``on_event`` callback that declines per-socket events, so registrations keep
+    their fast path)."""
+
+    socket_events = False
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def __call__(self, event: Event) -> None:
+        if event.name in ("member_joined", "member_left"):
+            self.events.append({"event": event.name, "node": str(event.detail.get("node", ""))})
 
 
 def exit_with_parent() -> None:
@@ -64,7 +85,7 @@ def exit_with_parent() -> None:
         raise SystemExit("the test process that started this node is gone")
 
 
-def make_registry(config: NodeConfig) -> SessionRegistry:
+def make_registry(config: NodeConfig, events: MembershipLog | None = None) -> SessionRegistry:
     """The node's registry: test-friendly timings, reconnects within ``reconnect_delay``.
 
     The node id is the name plus a random suffix: a restarted node is a new member.
@@ -80,6 +101,10 @@ def make_registry(config: NodeConfig) -> SessionRegistry:
             "dont_randomize": True,
             "connect_wait": 10.0,
         }
+    if config.command_timeout is not None:
+        options["command_timeout" if scheme.startswith("redis") else "request_timeout"] = (
+            config.command_timeout
+        )
     return SessionRegistry(
         transport_from_url(config.transport, **options),
         namespace=config.namespace,
@@ -88,6 +113,7 @@ def make_registry(config: NodeConfig) -> SessionRegistry:
         linger=config.linger,
         close_timeout=2.0,
         confirm_timeout=2.0,
+        on_event=events,
     )
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import secrets
+import time
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -46,6 +47,10 @@ class Socket:
         self.closed = asyncio.Event()
         self.hello = asyncio.Event()
         self.messages: list[str] = []
+        #: ``time.monotonic()`` when the handle arrived (registered) and when the
+        #: connection ended, for checkers that order events.
+        self.registered_at: float | None = None
+        self.closed_at: float | None = None
         self._pongs: asyncio.Queue[None] = asyncio.Queue()
 
     def __repr__(self) -> str:
@@ -65,6 +70,7 @@ class Socket:
         finally:
             if self.code is None:
                 self.code = self.ws.close_code or ABNORMAL
+            self.closed_at = time.monotonic()
             self.closed.set()
             self.hello.set()
 
@@ -73,6 +79,7 @@ class Socket:
             self._pongs.put_nowait(None)
         elif not self.handle and data.startswith("{"):
             self.handle = str(json.loads(data).get("handle", ""))
+            self.registered_at = time.monotonic()
             self.hello.set()
         else:
             self.messages.append(data)
@@ -188,9 +195,15 @@ class Browser:
 class Clients:
     """Browsers, their sockets and the tasks reading them, for one test."""
 
-    def __init__(self, cluster: Cluster) -> None:
+    def __init__(self, cluster: Cluster, *, connections: int = 100, timeout: float | None = None) -> None:
+        """``connections`` bounds the HTTP connections in flight (0: no bound);
+        ``timeout`` bounds each request (default 15 s)."""
         self.cluster = cluster
-        self.http = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(), timeout=_TIMEOUT)
+        self.http = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=_TIMEOUT if timeout is None else aiohttp.ClientTimeout(total=timeout),
+        )
         self.sockets: list[Socket] = []
         self._readers: set[asyncio.Task[None]] = set()
         self._admin = Browser(self)

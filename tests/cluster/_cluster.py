@@ -224,12 +224,12 @@ def nats_cluster() -> Iterator[NatsCluster]:
 
 
 @contextlib.contextmanager
-def _broker(kind: str) -> Iterator[Broker]:
+def _broker(kind: str, redis_arguments: Sequence[str] = ()) -> Iterator[Broker]:
     if kind == "redis":
-        with running_redis() as redis_server:
+        with running_redis(redis_arguments) as redis_server:
             yield RedisBroker(redis_server)
     elif kind == "redis-cluster":
-        with running_redis_cluster() as redis_servers:
+        with running_redis_cluster(redis_arguments) as redis_servers:
             yield RedisClusterBroker(redis_servers)
     elif kind == "nats":
         nats_server = NatsServer(nats_server_binary())
@@ -246,13 +246,23 @@ def _broker(kind: str) -> Iterator[Broker]:
 
 
 @contextlib.contextmanager
-def local_cluster(kind: str, directory: Path) -> Iterator[Cluster]:
-    """The broker and node processes of ``kind`` on loopback; all stopped on exit."""
+def local_cluster(
+    kind: str,
+    directory: Path,
+    *,
+    node_arguments: Sequence[str] = (),
+    redis_arguments: Sequence[str] = (),
+) -> Iterator[Cluster]:
+    """The broker and node processes of ``kind`` on loopback; all stopped on exit.
+
+    ``node_arguments`` are more flags of every node (``tests.cluster.node``);
+    ``redis_arguments`` go to every ``redis-server`` (e.g. persistence).
+    """
     if kind not in CLUSTER_KINDS:
         raise ValueError(f"unknown cluster kind {kind!r}; known: {', '.join(CLUSTER_KINDS)}")
     broker_kind, frameworks = CLUSTER_KINDS[kind]
     with contextlib.ExitStack() as stack:
-        broker = stack.enter_context(_broker(broker_kind))
+        broker = stack.enter_context(_broker(broker_kind, redis_arguments))
         nodes: list[NodeProcess] = []
         proxies: dict[int, list[Cuttable]] = {}
         for index, framework in enumerate(frameworks):
@@ -264,9 +274,9 @@ def local_cluster(kind: str, directory: Path) -> Iterator[Cluster]:
                     stack.callback(proxy.close)
                 proxies[index] = list(started)
                 addresses = [("127.0.0.1", proxy.port) for proxy in started]
-            nodes.append(
-                NodeProcess(f"node{index + 1}", broker.url(addresses), directory, framework=framework)
-            )
+            node = NodeProcess(f"node{index + 1}", broker.url(addresses), directory, framework=framework)
+            node.arguments = list(node_arguments)
+            nodes.append(node)
         stack.callback(stop_nodes, nodes)
         cluster = Cluster(broker, nodes, kind=kind, proxies=proxies)
         try:

@@ -136,6 +136,8 @@ class NodeProcess(Node):
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = directory / f"{name}.log"
         self.environment: dict[str, str] = {}
+        #: More ``tests.cluster.node`` flags (e.g. ``--command-timeout 1``).
+        self.arguments: list[str] = []
         self._process: subprocess.Popen[bytes] | None = None
         self._terminated = False
 
@@ -162,6 +164,7 @@ class NodeProcess(Node):
             "--transport", self.broker_url,
             "--name", self.name,
             "--framework", self.framework,
+            *self.arguments,
         ]  # fmt: skip
 
     def spawn(self) -> None:

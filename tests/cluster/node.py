@@ -5,22 +5,24 @@
 Every flag has an environment variable, which is how the Docker cluster configures the
 nodes (flags win over the environment):
 
-=====================  ==========================  ===========================================
-flag                   environment                 meaning
-=====================  ==========================  ===========================================
-``--transport``        ``SESSIONWS_BROKER_URL``    broker URL (``redis://``, ``nats://a,b,c``)
-``--name``             ``SESSIONWS_NODE_NAME``     readable node name (default: the host name)
-``--host``             ``SESSIONWS_HOST``          address to listen on (default 127.0.0.1)
-``--port``             ``SESSIONWS_PORT``          port to listen on (default 8000)
-``--framework``        ``SESSIONWS_FRAMEWORK``     ``aiohttp`` (default)
-``--namespace``        ``SESSIONWS_NAMESPACE``     registry namespace (default ``cluster``)
-``--heartbeat``        ``SESSIONWS_HEARTBEAT``     membership heartbeat, seconds (default 0.2)
-``--linger``           ``SESSIONWS_LINGER``        channel linger after the last socket (0.2)
-``--reconnect-delay``  ``SESSIONWS_RECONNECT``     longest wait between broker reconnects (0.2)
-``--loop``             ``SESSIONWS_LOOP``          ``auto`` (uvloop if installed), ``asyncio``, ``uvloop``
-``--bench-trace``                                  a close's steps timed (``tests/cluster/_bench_hooks.py``)
-``--no-access-log``                                no log line per HTTP request
-=====================  ==========================  ===========================================
+=====================  =============================  ================================================
+flag                   environment                    meaning
+=====================  =============================  ================================================
+``--transport``        ``SESSIONWS_BROKER_URL``       broker URL (``redis://``, ``nats://a,b,c``)
+``--name``             ``SESSIONWS_NODE_NAME``        readable node name (default: the host name)
+``--host``             ``SESSIONWS_HOST``             address to listen on (default 127.0.0.1)
+``--port``             ``SESSIONWS_PORT``             port to listen on (default 8000)
+``--framework``        ``SESSIONWS_FRAMEWORK``        ``aiohttp`` (default)
+``--namespace``        ``SESSIONWS_NAMESPACE``        registry namespace (default ``cluster``)
+``--heartbeat``        ``SESSIONWS_HEARTBEAT``        membership heartbeat, seconds (default 0.2)
+``--linger``           ``SESSIONWS_LINGER``           channel linger after the last socket (0.2)
+``--reconnect-delay``  ``SESSIONWS_RECONNECT``        longest wait between broker reconnects (0.2)
+``--command-timeout``  ``SESSIONWS_COMMAND_TIMEOUT``  bound on each broker command (transport's)
+``--loop``             ``SESSIONWS_LOOP``             ``auto`` (uvloop if installed), ``asyncio``, ``uvloop``
+``--bench-trace``                                     a close's steps timed (``_bench_hooks.py``)
+``--no-access-log``                                   no log line per HTTP request
+``--record-events``                                   membership events at ``GET /events``
+=====================  =============================  ================================================
 
 A NATS URL may list several servers; the node attaches to the first and fails over to
 the others (``dont_randomize``), so a test can attach nodes to different servers.
@@ -40,6 +42,11 @@ let the tests and the benchmark look inside. All answers are JSON:
 * ``POST /close?key=K`` (``confirm``, ``strict``, ``timeout``, ``code``, ``exclude``):
   the ``CloseReport`` as JSON (503 when ``strict`` and the broker is unreachable).
 * ``POST /revoke?key=K`` (``ttl``), ``GET /count?key=K``, ``GET /stats``.
+* ``POST /rotate`` (aiohttp only): revoke the session's id everywhere and give it a new
+  one (``rotate_session_ws_id``); answers ``{"session": new id}``.
+* ``POST /send?key=K&data=D`` (aiohttp only): ``send_all(key, data)``.
+* ``GET /events`` (aiohttp, with ``--record-events``): the registry's ``member_joined``
+  and ``member_left`` events in order.
 * For the benchmark (aiohttp only): ``GET /raw-ws`` and ``POST /raw-close?id=`` (websockets
   without sessionws, for the floor; ``id=all`` closes all of them at once), and
   ``POST /bench/register?n=&concurrency=`` (register throughput).
@@ -59,7 +66,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from tests.cluster import _bench_hooks
-from tests.cluster._app_common import FRAMEWORKS, NodeConfig, exit_with_parent, make_registry
+from tests.cluster._app_common import FRAMEWORKS, MembershipLog, NodeConfig, exit_with_parent, make_registry
 
 __all__ = ("LOOPS", "build_app", "main", "parse_config", "use_uvloop")
 
@@ -90,6 +97,12 @@ def parse_config(argv: Sequence[str] | None = None) -> NodeConfig:
     parser.add_argument(
         "--no-access-log", action="store_true", help="no log line per HTTP request (the benchmarks' nodes)"
     )
+    parser.add_argument(
+        "--record-events", action="store_true", help="keep membership events for GET /events (aiohttp)"
+    )
+    parser.add_argument(
+        "--command-timeout", type=float, default=float(_env("SESSIONWS_COMMAND_TIMEOUT", "0") or 0) or None
+    )
     arguments = parser.parse_args(argv)
     if not arguments.transport:
         parser.error("give the broker URL with --transport or SESSIONWS_BROKER_URL")
@@ -103,6 +116,8 @@ def parse_config(argv: Sequence[str] | None = None) -> NodeConfig:
         heartbeat=arguments.heartbeat,
         linger=arguments.linger,
         reconnect_delay=arguments.reconnect_delay,
+        command_timeout=arguments.command_timeout,
+        record_events=arguments.record_events,
         loop=arguments.loop,
         bench_trace=arguments.bench_trace,
         access_log=not arguments.no_access_log,
@@ -124,7 +139,8 @@ def build_app(config: NodeConfig) -> Any:
         return build_starlette_app(config, make_registry(config))
     from tests.cluster._aiohttp_app import build_aiohttp_app
 
-    return build_aiohttp_app(config, make_registry(config))
+    events = MembershipLog() if config.record_events else None
+    return build_aiohttp_app(config, make_registry(config, events), events)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
