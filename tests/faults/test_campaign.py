@@ -35,12 +35,8 @@ KINDS = ("redis", "redis-cluster", "nats", "nats-cluster")
 #: is an expected failure. Remove a line once its fix is merged; the campaign then fails if
 #: it comes back.
 KNOWN_OPEN: dict[str, str] = {
-    "bug 3": f"issue 11: {BUGS['bug 3']}",
-    "bug 4": f"issue 11: {BUGS['bug 4']}",
-    "bug 5": f"issue 11: {BUGS['bug 5']} (a data loss clears the membership without member_left)",
-    "bug 6": f"issue 11: {BUGS['bug 6']} (after a data loss, or on a node just resumed)",
-    "new 1": f"found by the campaign: {BUGS['new 1']}",
-    "new 2": f"found by the campaign: {BUGS['new 2']}",
+    "bug 3": f"issue 11: {BUGS['bug 3']} (a node paused across a restart that kept the data)",
+    "bug 6": f"issue 11: {BUGS['bug 6']} (a node just resumed while failing over on a NATS cluster)",
 }
 
 #: The default check's seed per kind.
