@@ -1172,7 +1172,7 @@ class SessionRegistry:
             if not command.epoch and self._codec.signed and not self._accept_unbound:
                 self._drop("unbound", "a signed command that does not name its broker epoch")
                 return
-            if command.epoch and command.epoch != epoch:
+            if command.epoch and epoch and command.epoch != epoch:
                 self._drop("epoch", "a command issued in another broker epoch")
                 return
             if command.sequence <= 0:
@@ -1181,7 +1181,8 @@ class SessionRegistry:
             if command.sequence > self._known_sequence + _SEQUENCE_LEAP:
                 self._check_far_ahead(channel, command)
                 return
-            if not self._replay.accept(command.origin, command.sequence, epoch):
+            # Only a command that names the current epoch may start the guard afresh.
+            if not self._replay.accept(command.origin, command.sequence, command.epoch or None):
                 self._drop("replayed")
                 return
             self._note_sequence(command.sequence)

@@ -101,6 +101,7 @@ class RedisClusterTransport:
         self._wanted: dict[str, int] = {}  # channel -> hash slot
         self._owners: tuple[str, ...] = ()
         self._links: dict[str, PubSubLink] = {}
+        self._last_epoch = ""
         self._handler: TransportHandler | None = None
         self._refresh = anyio.Event()
         self._lost = False
@@ -131,9 +132,13 @@ class RedisClusterTransport:
 
     @property
     def identity(self) -> str:
-        """The epoch kept beside the markers; ``""`` before ``open``."""
+        """The epoch kept beside the markers; ``""`` before ``open``. While the links
+        are rebuilt (a new slot map) it stays the last one read: a command sent then
+        still names its epoch."""
         link = self._links.get(self._owners[self._marker_slot]) if self._owners else None
-        return link.epoch if link is not None else ""
+        if link is not None and link.epoch:
+            self._last_epoch = link.epoch
+        return self._last_epoch
 
     def open(self, handler: TransportHandler) -> AbstractAsyncContextManager[None]:
         """Discover the cluster, connect to every primary and keep the listeners running."""
@@ -153,6 +158,7 @@ class RedisClusterTransport:
             self._handler = None
             self._links = {}
             self._owners = ()
+            self._last_epoch = ""
             self._wanted.clear()
             self._lost = False
             if self._close_client:
