@@ -1338,9 +1338,7 @@ class SessionRegistry:
         try:
             await self._publish(self.names.inbox(command.origin), reply)
         except TransportError:
-            logger.info(
-                "sessionws: could not answer %s from %s: broker unreachable", command.op, command.origin
-            )
+            logger.info("could not answer %s from %s: broker unreachable", command.op, command.origin)
 
     def _on_membership(self, command: Command) -> None:
         if command.op == "leave":
@@ -1389,7 +1387,7 @@ class SessionRegistry:
         self._connected = False
         self._lost_at = time.monotonic()
         self._stats["broker_losses"] += 1
-        logger.warning("sessionws: lost the broker connection; serving locally and queueing remote commands")
+        logger.warning("lost the broker connection; serving locally and queueing remote commands")
         self._emit("broker_lost")
 
     def connection_restored(self) -> None:
@@ -1452,18 +1450,16 @@ class SessionRegistry:
                     await self._recover_once()
                 except TransportError:
                     if not self.transport.connected:
-                        logger.info("sessionws: the broker dropped again while reconciling")
+                        logger.info("the broker dropped again while reconciling")
                         return  # the next connection_restored starts over
-                    logger.info("sessionws: the broker refused the reconcile; retrying in %.2fs", delay)
+                    logger.info("the broker refused the reconcile; retrying in %.2fs", delay)
                     await anyio.sleep(delay)
                     delay = min(delay * 2, 2.0)
                     continue
                 if not self._recover_again:
                     return
         except Exception:
-            logger.exception(
-                "sessionws: reconciling after a reconnect failed; closing local sockets with 1012"
-            )
+            logger.exception("reconciling after a reconnect failed; closing local sockets with 1012")
             self._close_unknown_state(self._all_handles())
         finally:
             self._recovering = False
@@ -1531,7 +1527,7 @@ class SessionRegistry:
     async def _reconcile(self) -> None:
         states = [state for state in self._keys.values() if state.handles]
         closed = await self._check_markers(states)
-        logger.info("sessionws: reconciled %d keys after a reconnect; %d sockets closed", len(states), closed)
+        logger.info("reconciled %d keys after a reconnect; %d sockets closed", len(states), closed)
         self._emit("reconciled", keys=len(states), closed=closed)
 
     async def _check_markers(self, states: list[KeyState]) -> int:
@@ -1569,7 +1565,7 @@ class SessionRegistry:
         except TransportError:
             return
         if closed:
-            logger.info("sessionws: the second marker read closed %d sockets", closed)
+            logger.info("the second marker read closed %d sockets", closed)
 
     def _close_unknown_state(self, handles: Iterable[Handle]) -> None:
         for handle in list(handles):
@@ -1581,15 +1577,19 @@ class SessionRegistry:
     async def _send_outbox(self) -> None:
         """Send what waits in the outbox, oldest first, as soon as the broker takes it.
 
-        It does not wait for a reconnect: a broker that froze longer than the
-        command timeout, or a client pool that was full, never drops the connection.
-        Between tries it backs off (jittered, capped); a restored connection or a
-        newly queued command wakes it at once.
+        It needs no reconnect event: a broker that froze longer than the command
+        timeout, or a client pool that was full, never drops the connection, and the
+        outbox is retried while the node still counts as connected. After a real drop
+        it waits for the reconnect's reconcile, which tells it the broker's epoch: a
+        command sent before would name the old one (and after a data loss its sequence
+        would be taken for a replay). Between tries it backs off (jittered, capped); a
+        restored connection or a newly queued command wakes it at once.
         """
         delay = _OUTBOX_MIN_DELAY
         while True:
-            if not self._outbox:
-                delay = _OUTBOX_MIN_DELAY
+            if not self._outbox or not self._connected:
+                if not self._outbox:
+                    delay = _OUTBOX_MIN_DELAY
                 await self._outbox_kick.wait()
                 self._outbox_kick = anyio.Event()
                 continue
@@ -1649,7 +1649,7 @@ class SessionRegistry:
         try:
             self._on_event(Event(name, detail))
         except Exception:
-            logger.exception("sessionws: the on_event callback failed")
+            logger.exception("the on_event callback failed")
 
 
 def _check_key(key: object) -> str:
