@@ -20,6 +20,7 @@ transport reload the cluster's slot map and rebuild its links if it changed.
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -166,16 +167,28 @@ class RedisClusterTransport:
                     await self._client.aclose()
 
     async def _discover(self) -> None:
-        try:
-            with (
-                anyio.fail_after(self._options.connect_timeout),
-                broker_errors("cluster discovery", _CLUSTER_UNREACHABLE),
-            ):
-                await self._client.initialize()
-        except TimeoutError as exc:
-            raise TransportError(
-                f"the Redis Cluster did not answer within {self._options.connect_timeout} s"
-            ) from exc
+        """Learn the slot map, trying again (with backoff) for ``connect_timeout``: a node
+        that starts while the cluster restarts waits for it, as a standalone one does."""
+        deadline = anyio.current_time() + self._options.connect_timeout
+        delay = self._options.reconnect_min_delay
+        while True:
+            try:
+                with (
+                    anyio.fail_after(max(0.0, deadline - anyio.current_time())),
+                    broker_errors("cluster discovery", _CLUSTER_UNREACHABLE),
+                ):
+                    await self._client.initialize()
+                return
+            except TimeoutError as exc:
+                raise TransportError(
+                    f"the Redis Cluster did not answer within {self._options.connect_timeout} s"
+                ) from exc
+            except TransportError:
+                if anyio.current_time() + delay >= deadline:
+                    raise
+                logger.debug("the Redis Cluster is not reachable yet; trying again in %.2f s", delay)
+                await anyio.sleep(random.uniform(delay / 2, delay))
+                delay = min(delay * 2, self._options.reconnect_max_delay)
 
     async def _supervise(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run one generation of links per slot map; rebuild when the map changes."""

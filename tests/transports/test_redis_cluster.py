@@ -122,3 +122,24 @@ async def test_a_migrated_slot_is_followed_to_its_new_primary(cluster: RedisClus
         assert await shard_subscribers(target, [channel]) == [1]
         assert await publisher.transport.publish(channel, b"found") == 1
         assert await subscriber.recorder.wait_for_messages(channel, 1) == [b"found"]
+
+
+async def test_a_node_that_starts_while_the_cluster_restarts_waits_for_it(
+    cluster: RedisClusterServers,
+) -> None:
+    """Opening while every master is down keeps trying for ``connect_timeout``, as the
+    standalone transport does: a node restarted during a broker outage comes up."""
+    backend = RedisClusterBackend(cluster)
+    await backend.kill()
+    try:
+        transport = backend.make_transport(connect_timeout=20)
+        node = Node(transport)
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(backend.restart)
+            async with transport.open(node.recorder):
+                assert transport.identity
+                channel = channel_name()
+                await transport.subscribe([channel])
+                assert await transport.publish(channel, b"up") == 1
+    finally:
+        backend.cleanup()
