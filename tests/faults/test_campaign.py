@@ -13,7 +13,10 @@ to it; ``SESSIONWS_FAULT_SEED=<seed> pytest tests/faults -k <kind>`` runs that s
 decides). ``SESSIONWS_FAULT_KINDS=redis,nats`` limits the kinds.
 
 While issue 11's bugs are open, a run whose every violation matches one of
-:data:`KNOWN_OPEN` is reported as xfail; anything else fails. Empty it as they are fixed.
+:data:`KNOWN_OPEN` is reported as xfail; anything else fails the fixed and regression seeds.
+A fresh seed that finds something new is reported as an xfail whose reason starts with
+``NEW:`` and names the seed (its history is printed): CI shows it without being blocked by
+chance, and the seed becomes a regression case, strict from then on.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ FIXED_SEEDS = {"redis": 11, "redis-cluster": 12, "nats": 13, "nats-cluster": 14}
 #: Seeds that found a bug: (kind, seed, seconds of faults, what it found). Each replays
 #: with the duration it was found with (runs longer than the short run are slow).
 REGRESSION_SEEDS: list[tuple[str, int, float, str]] = [
+    ("redis-cluster", 1017121933, 20.0, "a node restarted while the cluster was down exited"),
     ("redis-cluster", 1583295240, 30.0, "bug 4: 19 commands dropped as replays after a data loss"),
     ("nats", 1338012498, 30.0, "bug 6 after a data loss: a cut-off node forgotten, complete=True"),
     ("nats-cluster", 2003173814, 30.0, "new 2: a timed-out flush left a node deaf (nats-py traceback)"),
@@ -86,7 +90,9 @@ LONG = Settings(duration=_number("SESSIONWS_FAULT_DURATION", 20.0), convergence=
 FRESH_SEEDS = int(_number("SESSIONWS_FAULT_SEEDS", 2))
 
 
-async def _campaign(kind: str, seed: int, settings: Settings, directory: Path, name: str) -> None:
+async def _campaign(
+    kind: str, seed: int, settings: Settings, directory: Path, name: str, *, strict: bool = True
+) -> None:
     seed = _replayed_seed() or seed
     outcome = await run_campaign(kind, seed, settings, directory)
     print(f"\n{kind} seed {seed}: {outcome.phases}; {outcome.counts}")
@@ -97,6 +103,14 @@ async def _campaign(kind: str, seed: int, settings: Settings, directory: Path, n
     unknown = sorted({violation.bug for violation in outcome.violations} - KNOWN_OPEN.keys())
     if unknown:
         found = ", ".join(unknown)
+        if not strict:
+            # A fresh seed's finding is reported loudly (the seed and the history are printed
+            # above, the reason names them) but does not block CI: it becomes a regression
+            # seed, strict from then on, and is fixed.
+            pytest.xfail(
+                f"NEW: a fresh seed found violations outside KNOWN_OPEN ({found}); "
+                f"add ({kind!r}, {seed}, {settings.duration}, ...) to REGRESSION_SEEDS and fix it"
+            )
         pytest.fail(
             f"the fault campaign found violations outside KNOWN_OPEN ({found})\n{report}", pytrace=False
         )
@@ -137,4 +151,4 @@ async def test_regression(
 @pytest.mark.parametrize("run", range(FRESH_SEEDS))
 @pytest.mark.parametrize("kind", _kinds())
 async def test_fresh_seeds(kind: str, run: int, tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    await _campaign(kind, secrets.randbelow(2**31), LONG, tmp_path, request.node.nodeid)
+    await _campaign(kind, secrets.randbelow(2**31), LONG, tmp_path, request.node.nodeid, strict=False)
