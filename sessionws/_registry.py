@@ -1469,9 +1469,16 @@ class SessionRegistry:
         lost_at = self._lost_at
         outage = time.monotonic() - lost_at if lost_at is not None else 0.0
         sequence = await self.transport.current_sequence()
-        # A new epoch says the broker lost the namespace's data; a sequence below one
-        # this node has seen says the same of a broker that kept its epoch somehow.
-        if self._identity is not None and (identity != self._identity or sequence < self._known_sequence):
+        # A new epoch says the broker lost the namespace's data. (A broker that kept its
+        # epoch but lost the tail of its writes — JetStream between syncs, Redis without
+        # appendfsync always — would reuse sequences: see the limits in the guarantees.)
+        if sequence < self._known_sequence:
+            logger.warning(
+                "the broker's sequence went back from %d to %d: it lost recent writes",
+                self._known_sequence,
+                sequence,
+            )
+        if self._identity is not None and identity != self._identity:
             # Close first: nothing below may depend on the broker answering.
             logger.warning("the broker lost its data; closing local sockets with 1012")
             self._close_unknown_state(self._all_handles())
