@@ -174,6 +174,7 @@ class NetworkCut:
         self.node = node
         self.brokers = list(brokers)
         self._rule: list[str] | None = None
+        self._incoming: list[str] | None = None
 
     def _addresses(self) -> list[str]:
         addresses = []
@@ -188,14 +189,14 @@ class NetworkCut:
             )
         return addresses
 
-    def _iptables(self, action: str, rule: Sequence[str]) -> tuple[int, str]:
+    def _iptables(self, action: str, rule: Sequence[str], chain: str = "OUTPUT") -> tuple[int, str]:
         image = self.engine.container(socket.gethostname()).inspect()["Image"]
         return self.engine.run(
             {
                 "Image": image,
                 "User": "0",
                 "Entrypoint": ["iptables"],
-                "Cmd": [action, "OUTPUT", *rule],
+                "Cmd": [action, chain, *rule],
                 "HostConfig": {"NetworkMode": f"container:{self.node.reference}", "CapAdd": ["NET_ADMIN"]},
             }
         )
@@ -203,7 +204,15 @@ class NetworkCut:
     def cut(self) -> None:
         if self._rule is not None:
             return
-        rule = ["-d", ",".join(self._addresses()), "-p", "tcp"]
+        addresses = ",".join(self._addresses())
+        # Incoming first: what the brokers already send (a close published right after the
+        # cut) must not reach the node either, as through a cut proxy.
+        incoming = ["-s", addresses, "-p", "tcp", "-j", "DROP"]
+        status, output = self._iptables("-I", incoming, "INPUT")
+        if status != 0:
+            raise RuntimeError(f"could not cut node 3 off (iptables -I INPUT {' '.join(incoming)}): {output}")
+        self._incoming = incoming
+        rule = ["-d", addresses, "-p", "tcp"]
         rule += ["-j", "REJECT", "--reject-with", "tcp-reset"]
         status, output = self._iptables("-I", rule)
         if status != 0:
@@ -213,6 +222,9 @@ class NetworkCut:
     def restore(self) -> None:
         if self._rule is None:
             return
+        if self._incoming is not None:
+            self._iptables("-D", self._incoming, "INPUT")
+            self._incoming = None
         status, output = self._iptables("-D", self._rule)
         # A node container started again since has a new namespace, without the rule.
         if status != 0 and self._iptables("-C", self._rule)[0] == 0:
