@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 import anyio
 
 from sessionws._codes import CLOSE_OVERFLOW
 from sessionws._handles import CloseItem, Completion, Handle, KeyState, SendItem
+from sessionws._markers import CloseMarker
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
@@ -89,6 +90,22 @@ class Delivery:
             for handle in list(state.handles)
             if handle.id != exclude
         )
+
+    def close_before(self, state: KeyState, close: CloseMarker, completion: Completion | None = None) -> None:
+        """Remember ``close`` on the key and close its sockets registered before it."""
+        state.note_close(close)
+        for handle in list(state.handles):
+            if not handle.pending and state.since(handle) < close.sequence and handle.id != close.exclude:
+                self.close(handle, close.code, close.reason, completion)
+
+    def send_many(self, handles: Iterable[Handle], data: str | bytes, exclude: str) -> int:
+        """Queue a send to each of ``handles`` but ``exclude``; return how many were queued."""
+        sent = 0
+        for handle in list(handles):
+            if handle.id != exclude and not handle.closing:
+                self.send(handle, data)
+                sent += 1
+        return sent
 
     def send(self, handle: Handle, data: str | bytes) -> None:
         """Queue a send; a full queue closes the connection with 1013 instead."""

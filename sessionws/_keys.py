@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import anyio
 
 from sessionws._errors import TransportError
-from sessionws._handles import KeyState
+from sessionws._handles import Handle, KeyState
 from sessionws._markers import KeyMarkers, MarkerCheck, read_key_markers
 from sessionws._protocols import Transport
 from sessionws._wire import Names
@@ -50,6 +50,14 @@ def _broker_error(error: BaseException) -> bool:
     return isinstance(error, TransportError)
 
 
+def _ignore_markers(state: KeyState, markers: KeyMarkers) -> None:
+    pass
+
+
+def _ignore_states(states: list[KeyState]) -> None:
+    pass
+
+
 class KeyTable:
     """Key states by key, channel and hash, and the tasks that (un)subscribe them."""
 
@@ -59,9 +67,7 @@ class KeyTable:
         names: Names,
         *,
         linger: float,
-        apply_markers: Callable[[KeyState, KeyMarkers], None],
         note_sequence: Callable[[int], None],
-        after_subscribe: Callable[[list[KeyState]], None],
         check_marker: MarkerCheck | None = None,
     ) -> None:
         self.transport = transport
@@ -70,9 +76,11 @@ class KeyTable:
         self.by_key: dict[str, KeyState] = {}
         self.by_channel: dict[str, KeyState] = {}
         self.by_hash: dict[str, KeyState] = {}
-        self._apply_markers = apply_markers
         self._note_sequence = note_sequence
-        self._after_subscribe = after_subscribe
+        #: Set by the registry's recovery (which needs the table first): apply the
+        #: markers read for a newly subscribed key, and look again after a while.
+        self.apply_markers: Callable[[KeyState, KeyMarkers], None] = _ignore_markers
+        self.after_subscribe: Callable[[list[KeyState]], None] = _ignore_states
         self._check_marker = check_marker
         self._batch: Batch | None = None
         self._batch_wanted = anyio.Event()
@@ -107,6 +115,25 @@ class KeyTable:
         self._lingering[state] = None
         if len(self._lingering) == 1:
             self._linger_wake.set()
+
+    def local_count(self, key: str) -> int:
+        """Sockets of ``key`` on this node (not closing)."""
+        state = self.by_key.get(key)
+        if state is None:
+            return 0
+        return sum(1 for handle in state.handles if not handle.closing)
+
+    def all_handles(self) -> list[Handle]:
+        """Every handle of this node (each once)."""
+        return list({handle for state in self.by_key.values() for handle in state.handles})
+
+    def find_handle(self, handle_id: str) -> Handle | None:
+        """This node's open handle with ``handle_id`` (a scan: one socket's command)."""
+        for state in self.by_key.values():
+            for handle in state.handles:
+                if handle.id == handle_id:
+                    return None if handle.closing else handle
+        return None
 
     def clear(self) -> None:
         self._lingering.clear()
@@ -169,10 +196,10 @@ class KeyTable:
         for state in states:
             state.subscribing = None
             state.subscribed = True
-            self._apply_markers(state, markers[state.hash])
+            self.apply_markers(state, markers[state.hash])
             if not state.handles and state.linger_until is None:
                 self.start_linger(state)
-        self._after_subscribe(states)
+        self.after_subscribe(states)
 
     # ---------------------------------------------------------------- lingering
     async def run_linger(self) -> None:

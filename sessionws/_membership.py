@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from contextlib import suppress
+from typing import TYPE_CHECKING, Literal
 
-__all__ = ("Membership", "ReplayGuard")
+import anyio
+
+from sessionws._errors import TransportError
+from sessionws._queries import Query
+from sessionws._wire import Command
+
+if TYPE_CHECKING:
+    from sessionws._node import Node
+
+__all__ = ("Membership", "Presence", "ReplayGuard")
+
+logger = logging.getLogger(__name__)
+
+#: A node that fell silent without a goodbye is expected to answer confirmed
+#: commands (reported missing) for this many heartbeat intervals.
+SILENCE_HEARTBEATS = 30
+#: How long a node that just (re)joined listens before it trusts its membership: the
+#: others answer its hello at once, so a fraction of a second is plenty.
+SETTLE_MAX = 0.5
 
 
 class Membership:
@@ -132,3 +154,91 @@ class ReplayGuard:
         self.floor = floor
         if epoch is not None:
             self.epoch = epoch
+
+
+class Presence:
+    """This node's part in the membership: it says hello and beats on the control
+    channel, answers newcomers and roll calls at once, hears the others' beats and
+    goodbyes, and knows when the membership has been heard (``settled``) since it
+    started or since the broker lost its data."""
+
+    def __init__(
+        self, node: Node, replay: ReplayGuard, publish: Callable[[str, Command], Awaitable[int | None]]
+    ) -> None:
+        self._node = node
+        self._replay = replay
+        self._publish = publish
+        self.interval = node.options.heartbeat_interval
+        self.membership = Membership(silence=SILENCE_HEARTBEATS * self.interval)
+        #: Set once the membership has been heard (see ``new_query``).
+        self.settled = anyio.Event()
+
+    def on_command(self, command: Command) -> None:
+        """A ``hello``, ``beat``, ``leave`` or ``who`` from another node."""
+        node = self._node
+        if command.op == "leave":
+            if self.membership.leave(command.origin):
+                node.emit("member_left", node=command.origin)
+            self._replay.forget(command.origin)
+            return
+        if command.op != "who" and self.membership.beat(command.origin, command.interval or self.interval):
+            node.emit("member_joined", node=command.origin)
+        if command.op in ("hello", "who") and not node.publish_only:
+            # Answer a newcomer (or a roll call) at once, so it knows the membership
+            # before the next heartbeat. A roll call's asker (the admin CLI) does not
+            # join the membership.
+            node.tasks_or_raise().start_soon(self.beat, "beat")
+
+    async def beat(self, op: Literal["hello", "beat", "who"]) -> None:
+        with suppress(TransportError):
+            await self._publish(
+                self._node.names.control, Command(op, self._node.node_id, interval=self.interval)
+            )
+
+    async def greet(self) -> None:
+        """Ask the others to answer at once: ``hello`` (a node), ``who`` (publish-only)."""
+        await self.beat("who" if self._node.publish_only else "hello")
+
+    async def leave(self) -> None:
+        await self._publish(self._node.names.control, Command("leave", self._node.node_id))
+
+    async def run_heartbeat(self) -> None:
+        node = self._node
+        while True:
+            if node.connected:
+                await self.beat("beat")
+            self.expire()
+            node.drops.flush()
+            await anyio.sleep(self.interval)
+
+    def expire(self) -> None:
+        """Nodes whose heartbeats stopped leave the membership (``member_left``, once);
+        their replay windows are kept while they may still come back."""
+        silent, forgotten = self.membership.expire()
+        for node in silent:
+            logger.info("node %s fell silent without a goodbye", node)
+            self._node.emit("member_left", node=node)
+        for node in forgotten:
+            self._replay.forget(node)
+
+    async def new_query(self, timeout: float | None) -> Query:
+        """A question to every node expected to answer. A node that just started (or
+        whose broker lost its data) first waits to hear the membership (answers to its
+        hello come at once), within ``timeout``; if it still has not, the answer can
+        only be incomplete."""
+        settled = self.settled
+        if not settled.is_set():
+            with anyio.move_on_after(self._node.options.confirm_timeout if timeout is None else timeout):
+                await settled.wait()
+        return Query(self.membership.expected(), known=settled.is_set())
+
+    def unsettle(self) -> None:
+        """The membership must be heard again (start, data loss): questions wait for it."""
+        if self.settled.is_set():
+            self.settled = anyio.Event()
+        if self._node.tasks is not None:
+            self._node.tasks.start_soon(self._settle, self.settled)
+
+    async def _settle(self, settled: anyio.Event) -> None:
+        await anyio.sleep(min(self.interval, SETTLE_MAX))
+        settled.set()

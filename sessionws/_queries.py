@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import secrets
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 if TYPE_CHECKING:
     from anyio.abc import TaskGroup
 
-__all__ = ("Queries", "Query")
+    from sessionws._handles import KeyState
+
+__all__ = ("Queries", "Query", "decode_members", "encode_members")
 
 
 class Query:
@@ -99,3 +103,38 @@ class Queries:
         """Wake every waiter (shutdown)."""
         for query in self._open.values():
             query.done.set()
+
+
+def encode_members(state: KeyState | None, limit: int | None, max_payload: int) -> tuple[int, str]:
+    """This node's sockets of a key, as the JSON list a ``members`` reply carries (cut
+    to ``limit`` and to what one broker message can hold), and how many there are."""
+    handles = sorted(
+        (handle for handle in (state.handles if state is not None else ()) if not handle.closing),
+        key=lambda handle: handle.number,
+    )
+    listing = [{"h": handle.id, "k": list(handle.keys), "d": handle.data} for handle in handles[:limit]]
+    text = json.dumps(listing, separators=(",", ":"), ensure_ascii=False)
+    budget = max_payload // 2
+    while len(text.encode("utf-8")) > budget and listing:
+        listing = listing[: len(listing) // 2]
+        text = json.dumps(listing, separators=(",", ":"), ensure_ascii=False)
+    return len(handles), text
+
+
+def decode_members(listing: str) -> list[tuple[str, tuple[str, ...], Mapping[str, Any] | None]]:
+    """Decode a ``members`` answer; what does not fit the shape is left out."""
+    try:
+        entries = json.loads(listing)
+    except (ValueError, RecursionError):
+        return []
+    result: list[tuple[str, tuple[str, ...], Mapping[str, Any] | None]] = []
+    for entry in entries if isinstance(entries, list) else ():
+        if not isinstance(entry, dict):
+            continue
+        handle_id, keys, data = entry.get("h"), entry.get("k"), entry.get("d")
+        if not isinstance(handle_id, str) or not isinstance(keys, list):
+            continue
+        if not all(isinstance(key, str) for key in keys) or not (data is None or isinstance(data, dict)):
+            continue
+        result.append((handle_id, tuple(keys), data))
+    return result

@@ -587,7 +587,7 @@ async def test_a_second_marker_read_closes_the_gap_of_asynchronous_interest() ->
 async def test_without_asynchronous_interest_there_is_no_second_read() -> None:
     async with cluster(1) as nodes:
         assert nodes.transport(0).interest_grace == 0
-        assert nodes[0]._interest_grace == 0
+        assert nodes[0]._recovery.interest_grace == 0
 
 
 async def test_a_publish_only_registry_learns_the_membership_and_is_no_member() -> None:

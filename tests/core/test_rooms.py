@@ -149,7 +149,7 @@ async def test_nothing_is_left_after_sockets_with_added_keys_leave() -> None:
             await nodes[1].unregister(handle)
         await wait_for(lambda: nodes[1].stats()["subscriptions"] == 0)
         assert nodes[1].stats()["keys"] == 0
-        assert all(state.added in (None, {}) for state in nodes[1]._keys.values())
+        assert all(state.added in (None, {}) for state in nodes[1]._table.by_key.values())
 
 
 async def test_broadcast_reaches_every_socket_of_every_node_but_the_excluded() -> None:

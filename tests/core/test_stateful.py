@@ -115,9 +115,9 @@ class ClusterMachine(RuleBasedStateMachine):
             while quiet_rounds < 3:
                 await anyio.sleep(0.001)
                 busy = any(
-                    node._recovering
+                    node._recovery.recovering
                     or node._table.subscribing
-                    or any(handle.queued for handle in node._all_handles())
+                    or any(handle.queued for handle in node._table.all_handles())
                     for node in self.nodes
                 ) or any(
                     transport._send is not None and transport._send.statistics().current_buffer_used
@@ -312,7 +312,7 @@ class ClusterMachine(RuleBasedStateMachine):
                 )
                 assert node.local_count(key) == expected, (index, key)
         for node in self.nodes:
-            assert not node._outbox
+            assert not node._outbound.outbox
 
 
 ClusterMachine.TestCase.settings = settings(

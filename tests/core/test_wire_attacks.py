@@ -218,7 +218,7 @@ async def test_a_flood_of_bad_messages_is_counted_in_full_and_logged_in_brief(
                 node.message_received(node.names.control, b'{"v":7,"op":"close","o":"x"}')
             lines = [record for record in caplog.records if "dropped" in record.getMessage()]
             assert len(lines) <= 10  # the first five of each reason
-            node._drops.flush(time.monotonic() + 3600)
+            node._node.drops.flush(time.monotonic() + 3600)
             summary = caplog.records[-1].getMessage()
         assert node.stats()["dropped_by_reason"] == {"malformed": 5000, "version": 5000}
         assert node.stats()["commands_dropped"] == 10_000
