@@ -112,7 +112,9 @@ class ClusterCommands:
             await completion.done.wait()
         complete = query.complete and completion.remaining <= 0
         answered = dict(query.answers)
-        return CloseReport(completion.closed, answered, query.missing, confirmed=True, complete=complete)
+        return CloseReport(
+            completion.closed, nodes=answered, missing=query.missing, confirmed=True, complete=complete
+        )
 
     async def send_all(
         self,

@@ -9,8 +9,24 @@ from typing import NamedTuple
 __all__ = ("CloseReport", "Count", "Delivered", "Event", "Member", "Members", "SendReport")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Answers:
+    """What the other nodes answered to a command sent to all of them (see the reports)."""
+
+    nodes: Mapping[str, int] = field(default_factory=dict)
+    missing: frozenset[str] = frozenset()
+    confirmed: bool = False
+    complete: bool = False
+    queued: bool = False
+
+    @property
+    def answered(self) -> int:
+        """The sockets the other nodes that answered counted."""
+        return sum(self.nodes.values())
+
+
 @dataclass(frozen=True, slots=True)
-class CloseReport:
+class CloseReport(_Answers):
     """The outcome of ``close_all`` / ``revoke``.
 
     ``closed_here`` counts this node's sockets. With ``confirm=True``, ``nodes`` maps
@@ -22,34 +38,24 @@ class CloseReport:
     """
 
     closed_here: int
-    nodes: Mapping[str, int] = field(default_factory=dict)
-    missing: frozenset[str] = frozenset()
-    confirmed: bool = False
-    complete: bool = False
-    queued: bool = False
 
     @property
     def total(self) -> int:
         """Sockets closed cluster-wide, as far as the answers tell."""
-        return self.closed_here + sum(self.nodes.values())
+        return self.closed_here + self.answered
 
 
 @dataclass(frozen=True, slots=True)
-class SendReport:
+class SendReport(_Answers):
     """The outcome of ``send_all``: sockets the message was queued for here, and with
     ``confirm=True`` on every other node that answered (``nodes``), as for closes."""
 
     sent_here: int
-    nodes: Mapping[str, int] = field(default_factory=dict)
-    missing: frozenset[str] = frozenset()
-    confirmed: bool = False
-    complete: bool = False
-    queued: bool = False
 
     @property
     def total(self) -> int:
         """Sockets the message was queued for cluster-wide, as far as the answers tell."""
-        return self.sent_here + sum(self.nodes.values())
+        return self.sent_here + self.answered
 
 
 @dataclass(frozen=True, slots=True)
