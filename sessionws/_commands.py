@@ -12,17 +12,14 @@ from typing import Literal
 
 import anyio
 
-from sessionws._delivery import Delivery
 from sessionws._errors import TransportError
 from sessionws._handles import Completion, Handle
-from sessionws._keys import KeyTable
 from sessionws._membership import Presence
 from sessionws._node import Node
 from sessionws._outbound import Outbound, Outgoing
-from sessionws._queries import Queries, Query, decode_members, encode_members
+from sessionws._queries import Query, decode_members, encode_members
 from sessionws._registration import check_key
 from sessionws._reports import CloseReport, Count, Delivered, Member, Members, SendReport
-from sessionws._revocations import Revocations
 from sessionws._wire import Command
 
 __all__ = ("ClusterCommands",)
@@ -32,26 +29,16 @@ class ClusterCommands:
     """``close_all``, ``revoke``, ``send_all``, ``broadcast``, ``send_to``,
     ``close_handle``, ``count``, ``members`` and ``is_revoked``, once checked."""
 
-    def __init__(
-        self,
-        node: Node,
-        *,
-        table: KeyTable,
-        delivery: Delivery,
-        outbound: Outbound,
-        presence: Presence,
-        queries: Queries,
-        revocations: Revocations,
-    ) -> None:
+    def __init__(self, node: Node, outbound: Outbound, presence: Presence) -> None:
         self._node = node
         self._names = node.names
-        self._table = table
-        self._hashes = table.by_hash
-        self._delivery = delivery
+        self._table = node.table
+        self._hashes = node.table.by_hash
+        self._delivery = node.delivery
         self._outbound = outbound
         self._presence = presence
-        self._queries = queries
-        self._revocations = revocations
+        self._queries = node.queries
+        self._revocations = node.revocations
         self._confirm_timeout = node.options.confirm_timeout
 
     async def is_revoked(self, key: str) -> bool:

@@ -14,16 +14,13 @@ import time
 import anyio
 
 from sessionws._codes import validate_close
-from sessionws._delivery import Delivery
 from sessionws._errors import TransportError
 from sessionws._handles import Completion
-from sessionws._keys import KeyTable
 from sessionws._markers import CloseMarker
-from sessionws._membership import Presence, ReplayGuard
+from sessionws._membership import Presence
 from sessionws._node import Node
 from sessionws._outbound import Outbound
-from sessionws._queries import Queries, encode_members
-from sessionws._revocations import Revocations
+from sessionws._queries import encode_members
 from sessionws._wire import DIRECT_OPS, EFFECTFUL_OPS, Command, WireError
 
 __all__ = ("Inbound",)
@@ -42,28 +39,16 @@ SEQUENCE_CHECK_FRESH = 1.0
 class Inbound:
     """Dispatches the commands the transport hands to the registry."""
 
-    def __init__(
-        self,
-        node: Node,
-        *,
-        table: KeyTable,
-        delivery: Delivery,
-        outbound: Outbound,
-        queries: Queries,
-        presence: Presence,
-        replay: ReplayGuard,
-        revocations: Revocations,
-        handle_prefix: str,
-    ) -> None:
+    def __init__(self, node: Node, outbound: Outbound, presence: Presence, handle_prefix: str) -> None:
         self._node = node
-        self._table = table
-        self._hashes = table.by_hash
-        self._delivery = delivery
+        self._table = node.table
+        self._hashes = node.table.by_hash
+        self._delivery = node.delivery
         self._outbound = outbound
-        self._queries = queries
+        self._queries = node.queries
         self._presence = presence
-        self._replay = replay
-        self._revocations = revocations
+        self._replay = node.replay
+        self._revocations = node.revocations
         self._handle_prefix = handle_prefix
         self._accept_unbound = node.options.accept_unbound_commands
         self._far_ahead: list[tuple[str, Command]] | None = None

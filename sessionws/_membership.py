@@ -162,11 +162,9 @@ class Presence:
     goodbyes, and knows when the membership has been heard (``settled``) since it
     started or since the broker lost its data."""
 
-    def __init__(
-        self, node: Node, replay: ReplayGuard, publish: Callable[[str, Command], Awaitable[int | None]]
-    ) -> None:
+    def __init__(self, node: Node, publish: Callable[[str, Command], Awaitable[int | None]]) -> None:
         self._node = node
-        self._replay = replay
+        self._replay = node.replay
         self._publish = publish
         self.interval = node.options.heartbeat_interval
         self.membership = Membership(silence=SILENCE_HEARTBEATS * self.interval)

@@ -1,9 +1,10 @@
 """What every part of one registry shares: who the node is, its broker, its counters.
 
-The registry's parts (outbound commands, inbound dispatch, membership, recovery) each
-hold this one object: it says whether the broker is with the node, the newest
+The registry's parts (outbound commands, inbound dispatch, membership, recovery...)
+each hold this one object: it says whether the broker is with the node, the newest
 namespace sequence the node knows, the task group that owns their tasks, and where
-events and dropped commands are reported.
+events and dropped commands are reported; it holds what they all work on (the key
+table, the delivery to sockets, the revoked keys, the open questions, the replay guard).
 """
 
 from __future__ import annotations
@@ -12,15 +13,21 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from sessionws._delivery import Delivery
 from sessionws._droplog import DropLog
 from sessionws._errors import NotConfiguredError
+from sessionws._handles import Handle
+from sessionws._keys import KeyTable
 from sessionws._markers import KeyMarkers, read_key_markers
+from sessionws._membership import ReplayGuard
 from sessionws._options import RegistryOptions
 from sessionws._protocols import Transport
+from sessionws._queries import Queries
 from sessionws._reports import Event
+from sessionws._revocations import Revocations
 from sessionws._wire import DropReason, Names, WireCodec
 
 if TYPE_CHECKING:
@@ -52,7 +59,9 @@ def _nothing() -> None:
 class Node:
     """One registry's identity, broker connection state, counters and task group."""
 
-    def __init__(self, transport: Transport, options: RegistryOptions) -> None:
+    def __init__(
+        self, transport: Transport, options: RegistryOptions, *, forget: Callable[[Handle], Awaitable[None]]
+    ) -> None:
         self.transport = transport
         self.options = options
         self.names = Names(options.namespace, options.name_secret)
@@ -76,6 +85,27 @@ class Node:
         #: The newest namespace sequence this node has seen.
         self.known_sequence = 0
         self._on_event = options.on_event
+        # What every part works on: the keys held, delivery to the sockets, the revoked
+        # keys, the open questions to other nodes, the commands already applied.
+        self.delivery = Delivery(
+            queue_size=options.queue_size,
+            close_timeout=options.close_timeout,
+            send_timeout=options.send_timeout,
+            forget=forget,
+            emit=self.emit,
+            stats=self.stats,
+        )
+        check_marker = self.check_marker if self.codec.signed else None
+        self.table = KeyTable(
+            transport,
+            self.names,
+            linger=options.linger,
+            note_sequence=self.note_sequence,
+            check_marker=check_marker,
+        )
+        self.revocations = Revocations(self.table.by_hash, options.revoke_ttl)
+        self.queries = Queries(keep=max(options.confirm_timeout, 60.0))
+        self.replay = ReplayGuard()
 
     @property
     def connected(self) -> bool:

@@ -21,12 +21,10 @@ from typing import Literal
 
 import anyio
 
-from sessionws._delivery import Delivery
 from sessionws._errors import BrokerUnavailableError, TransportError
-from sessionws._handles import KeyState
 from sessionws._markers import CloseMarker, encode_marker
 from sessionws._node import Node
-from sessionws._queries import Queries, Query
+from sessionws._queries import Query
 from sessionws._wire import DIRECT_OPS, Command
 
 __all__ = ("Outbound", "Outgoing")
@@ -59,14 +57,12 @@ class Outgoing:
 class Outbound:
     """Publishes this node's commands, or queues them in the outbox."""
 
-    def __init__(
-        self, node: Node, queries: Queries, delivery: Delivery, by_hash: dict[str, KeyState], outbox_size: int
-    ) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
-        self._queries = queries
-        self._delivery = delivery
-        self._by_hash = by_hash
-        self._outbox_size = outbox_size
+        self._queries = node.queries
+        self._delivery = node.delivery
+        self._by_hash = node.table.by_hash
+        self._outbox_size = node.options.outbox_size
         self._marker_ttl = node.options.marker_ttl
         self.outbox: deque[Outgoing] = deque()
         #: Wakes the outbox's sender: something was queued, or the broker came back.

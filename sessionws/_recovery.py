@@ -17,15 +17,12 @@ from collections.abc import Iterable
 import anyio
 
 from sessionws._codes import CLOSE_UNKNOWN_STATE
-from sessionws._delivery import Delivery
 from sessionws._errors import TransportError
 from sessionws._handles import Handle, KeyState
-from sessionws._keys import KeyTable
 from sessionws._markers import KeyMarkers
-from sessionws._membership import Presence, ReplayGuard
+from sessionws._membership import Presence
 from sessionws._node import Node
 from sessionws._outbound import Outbound, Outgoing
-from sessionws._revocations import Revocations
 
 __all__ = ("Recovery",)
 
@@ -35,25 +32,14 @@ logger = logging.getLogger(__name__)
 class Recovery:
     """The broker's losses and returns, as the transport reports them."""
 
-    def __init__(
-        self,
-        node: Node,
-        *,
-        table: KeyTable,
-        delivery: Delivery,
-        outbound: Outbound,
-        presence: Presence,
-        replay: ReplayGuard,
-        revocations: Revocations,
-        interest_grace: float,
-    ) -> None:
+    def __init__(self, node: Node, outbound: Outbound, presence: Presence, interest_grace: float) -> None:
         self._node = node
-        self._table = table
-        self._delivery = delivery
+        self._table = table = node.table
+        self._delivery = node.delivery
         self._outbound = outbound
         self._presence = presence
-        self._replay = replay
-        self._revocations = revocations
+        self._replay = node.replay
+        self._revocations = node.revocations
         self.interest_grace = interest_grace
         self.recovering = False
         self._recover_again = False

@@ -15,13 +15,11 @@ from typing import Any
 
 from sessionws._codes import CLOSE_UNKNOWN_STATE
 from sessionws._data import check_data
-from sessionws._delivery import Delivery
 from sessionws._errors import KeyRevokedError
 from sessionws._handles import Handle, KeyState
-from sessionws._keys import Batch, KeyTable
+from sessionws._keys import Batch
 from sessionws._node import Node
 from sessionws._protocols import Connection
-from sessionws._revocations import Revocations
 
 __all__ = ("Registrations", "check_key", "normalize_keys")
 
@@ -33,9 +31,6 @@ class Registrations:
         self,
         node: Node,
         *,
-        table: KeyTable,
-        delivery: Delivery,
-        revocations: Revocations,
         handle_class: type[Handle],
         next_number: Callable[[], int],
         accepting: Callable[[], bool],
@@ -43,10 +38,10 @@ class Registrations:
         is_revoked: Callable[[str], Awaitable[bool]],
     ) -> None:
         self._node = node
-        self._table = table
-        self._keys = table.by_key
-        self._delivery = delivery
-        self._revocations = revocations
+        self._table = node.table
+        self._keys = node.table.by_key
+        self._delivery = node.delivery
+        self._revocations = node.revocations
         self._handle_class = handle_class
         self._next_number = next_number
         self._accepting = accepting

@@ -22,21 +22,17 @@ import anyio.abc
 
 from sessionws._codes import CLOSE_DEFAULT, CLOSE_REVOKED, CLOSE_SHUTDOWN, validate_close
 from sessionws._commands import ClusterCommands
-from sessionws._delivery import Delivery
 from sessionws._errors import NotConfiguredError, TransportError
 from sessionws._handles import CLOSED_FLAG, PENDING_FLAG, QUEUED_FLAG, Completion, Handle, KeyState
 from sessionws._inbound import Inbound
-from sessionws._keys import KeyTable
-from sessionws._membership import Presence, ReplayGuard
+from sessionws._membership import Presence
 from sessionws._node import Node
 from sessionws._options import DEFAULT_MARKER_TTL, DEFAULT_REVOKE_TTL, RegistryOptions
 from sessionws._outbound import Outbound
 from sessionws._protocols import Connection, Transport
-from sessionws._queries import Queries
 from sessionws._recovery import Recovery
 from sessionws._registration import Registrations
 from sessionws._reports import CloseReport, Count, Delivered, Event, Members, SendReport
-from sessionws._revocations import Revocations
 from sessionws._urls import transport_from_url
 
 __all__ = ("SessionRegistry",)
@@ -128,7 +124,7 @@ class SessionRegistry:
             accept_unbound_commands=accept_unbound_commands,
         )
         self.transport: Transport = transport_from_url(transport) if isinstance(transport, str) else transport
-        node = self._node = Node(self.transport, options)
+        node = self._node = Node(self.transport, options, forget=self.unregister)
         self.names = node.names
         self.node_id = node.node_id
         self.publish_only = publish_only
@@ -140,67 +136,21 @@ class SessionRegistry:
         self._closing = False
         self._stack: AsyncExitStack | None = None
         self._refused: dict[str, int] = {}
-        self._delivery = delivery = Delivery(
-            queue_size=queue_size,
-            close_timeout=close_timeout,
-            send_timeout=send_timeout,
-            forget=self.unregister,
-            emit=node.emit,
-            stats=node.stats,
-        )
-        check_marker = node.check_marker if node.codec.signed else None
-        table = self._table = KeyTable(
-            self.transport,
-            self.names,
-            linger=linger,
-            note_sequence=node.note_sequence,
-            check_marker=check_marker,
-        )
+        self._delivery = node.delivery
+        self._table = node.table
         # Aliases of the table's dicts: the registering path is hot.
-        self._keys = table.by_key
-        self._hashes = table.by_hash
-        revocations = self._revocations = Revocations(table.by_hash, revoke_ttl)
-        queries = self._queries = Queries(keep=max(confirm_timeout, 60.0))
-        replay = ReplayGuard()
-        outbound = self._outbound = Outbound(node, queries, delivery, table.by_hash, outbox_size)
-        presence = self._presence = Presence(node, replay, outbound.publish)
-        self._recovery = Recovery(
-            node,
-            table=table,
-            delivery=delivery,
-            outbound=outbound,
-            presence=presence,
-            replay=replay,
-            revocations=revocations,
-            interest_grace=options.grace_for(self.transport),
-        )
+        self._keys = node.table.by_key
+        self._hashes = node.table.by_hash
+        self._queries = node.queries
+        self._outbound = outbound = Outbound(node)
+        self._presence = presence = Presence(node, outbound.publish)
+        self._recovery = Recovery(node, outbound, presence, options.grace_for(self.transport))
         self._handle_class = Handle.for_node(f"{self.node_id}.")
         self._handle_counter = 0
-        self._inbound = Inbound(
-            node,
-            table=table,
-            delivery=delivery,
-            outbound=outbound,
-            queries=queries,
-            presence=presence,
-            replay=replay,
-            revocations=revocations,
-            handle_prefix=self._handle_class.prefix,
-        )
-        self._commands = ClusterCommands(
-            node,
-            table=table,
-            delivery=delivery,
-            outbound=outbound,
-            presence=presence,
-            queries=queries,
-            revocations=revocations,
-        )
+        self._inbound = Inbound(node, outbound, presence, self._handle_class.prefix)
+        self._commands = ClusterCommands(node, outbound, presence)
         self._registrations = Registrations(
             node,
-            table=table,
-            delivery=delivery,
-            revocations=revocations,
             handle_class=self._handle_class,
             next_number=self._next_number,
             accepting=self._accepts,
@@ -513,7 +463,7 @@ class SessionRegistry:
         authenticated again. Registrations racing the revoke end closed.
         """
         validate_close(code, reason)
-        ttl = self._revocations.default_ttl if ttl is None else ttl
+        ttl = self._node.revocations.default_ttl if ttl is None else ttl
         if not ttl > 0:
             raise ValueError("ttl must be a positive number of seconds")
         self._require_running()
