@@ -73,6 +73,7 @@ async def health(request: web.Request) -> web.Response:
         "healthy": registry.healthy,
         "live_nodes": sorted(registry.live_nodes()),
         "broker": registry.stats()["broker"],
+        "silent_nodes": registry.stats()["silent_members"],
         "pid": os.getpid(),
     }
     return web.json_response(body, status=200 if registry.healthy else 503)
