@@ -274,9 +274,7 @@ class NatsTransport:
         if client.is_connected:
             await self._try_prepare(client, opening=True)
         if not self._ready:
-            logger.warning(
-                "sessionws: NATS is not usable at start (%s); retrying in the background", self._problem
-            )
+            logger.warning("NATS is not usable at start (%s); retrying in the background", self._problem)
         tasks.start_soon(self._supervise, client)
 
     async def _connect(self, client: Client, connected: anyio.Event) -> None:
@@ -295,7 +293,7 @@ class NatsTransport:
             self._problem = (
                 f"could not connect to {', '.join(self._servers)}: {error or type(error).__name__}"
             )
-            logger.error("sessionws: %s", self._problem)
+            logger.error("%s", self._problem)
         finally:
             connected.set()
             self._wake.set()
@@ -318,7 +316,7 @@ class NatsTransport:
             # A client the caller gave us stays theirs: no flush() here, which the
             # shutdown's time bound could cancel (see _prepare).
         except (nats.errors.Error, OSError, TimeoutError, TransportError) as error:
-            logger.info("sessionws: NATS shutdown was not clean: %s", error or type(error).__name__)
+            logger.info("NATS shutdown was not clean: %s", error or type(error).__name__)
 
     # ------------------------------------------------------------------ supervision
     async def _on_disconnected(self) -> None:
@@ -338,9 +336,9 @@ class NatsTransport:
 
     async def _on_error(self, error: Exception) -> None:
         if isinstance(error, OSError | TimeoutError | nats.errors.StaleConnectionError):
-            logger.debug("sessionws: NATS connection error: %s", error or type(error).__name__)
+            logger.debug("NATS connection error: %s", error or type(error).__name__)
         else:
-            logger.warning("sessionws: NATS error: %r", error)
+            logger.warning("NATS error: %r", error)
 
     def _on_stream_missing(self) -> None:
         # The bucket's stream did not answer: it may be gone (deleted, or a server that
@@ -367,7 +365,7 @@ class NatsTransport:
             else:
                 handler.connection_restored()
         except Exception:
-            logger.exception("sessionws: the transport handler's %s() raised", what)
+            logger.exception("the transport handler's %s() raised", what)
 
     def _lose(self) -> None:
         if not self._ready:
@@ -389,7 +387,7 @@ class NatsTransport:
                 if not self._ready and up and not self._closing:
                     await self._try_prepare(client, opening=False)
             except Exception:
-                logger.exception("sessionws: checking the NATS connection failed; retrying")
+                logger.exception("checking the NATS connection failed; retrying")
 
     async def _try_prepare(self, client: Client, *, opening: bool) -> None:
         reconnects = client.stats["reconnects"]
@@ -398,13 +396,13 @@ class NatsTransport:
             await self._prepare(client)
         except TransportError as error:
             self._problem = str(error)
-            logger.info("sessionws: NATS is not ready yet: %s", error)
+            logger.info("NATS is not ready yet: %s", error)
             return
         except UnsupportedNatsServerError as error:
             if opening:
                 raise
             self._problem = str(error)
-            logger.error("sessionws: %s", error)
+            logger.error("%s", error)
             return
         if not client.is_connected or client.stats["reconnects"] != reconnects or self._stream_suspect:
             self._wake.set()  # it moved under us: look again
@@ -443,7 +441,7 @@ class NatsTransport:
                 shared = await sink_delivers_repeatedly(client, client.new_inbox(), self._request_timeout)
             if not shared:
                 logger.warning(
-                    "sessionws: this nats-py does not pass every message of a future= subscription on; "
+                    "this nats-py does not pass every message of a future= subscription on; "
                     "falling back to one callback task per subscription (more memory per channel)"
                 )
         self._channels.use_shared_dispatch(shared)

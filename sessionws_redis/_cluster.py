@@ -56,7 +56,7 @@ from sessionws_redis._urls import parameters, split_url
 
 __all__ = ("RedisClusterTransport",)
 
-logger = logging.getLogger("sessionws_redis")
+logger = logging.getLogger("sessionws.redis")
 
 # A cluster that is reshaping or missing a master answers with these; to the
 # registry they mean the same as an unreachable broker.

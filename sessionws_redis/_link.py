@@ -49,7 +49,7 @@ from sessionws_redis._options import TransportOptions, chunks
 
 __all__ = ("LinkOwner", "PubSubLink", "notify", "run_link")
 
-logger = logging.getLogger("sessionws_redis")
+logger = logging.getLogger("sessionws.redis")
 
 # The epoch: read it, or write ours where there is none (a new namespace, or one whose
 # data is gone), in one step so that every node ends up with the same one.

@@ -21,7 +21,7 @@ from sessionws_redis._options import TransportOptions, chunks
 
 __all__ = ("Markers", "parse_marker")
 
-logger = logging.getLogger("sessionws_redis")
+logger = logging.getLogger("sessionws.redis")
 
 _MARK_SCRIPT = b"""\
 local sequence = redis.call('INCR', KEYS[1])

@@ -53,7 +53,7 @@ __all__ = (
     "SentinelLinkSSLConnection",
 )
 
-logger = logging.getLogger("sessionws_redis")
+logger = logging.getLogger("sessionws.redis")
 
 SCHEMES: Final = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT: Final = 26379

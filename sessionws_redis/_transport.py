@@ -38,7 +38,7 @@ from sessionws_redis._urls import split_url, standalone_client_options
 
 __all__ = ("RedisTransport", "transport_from_url")
 
-logger = logging.getLogger("sessionws_redis")
+logger = logging.getLogger("sessionws.redis")
 
 
 class RedisTransport:

@@ -144,7 +144,7 @@ async def test_a_failing_handler_does_not_silence_the_listener(
     publisher = RedisTransport.from_url(redis_server.url)
     client = Redis.from_url(redis_server.url)
     try:
-        with caplog.at_level(logging.ERROR, logger="sessionws_redis"):
+        with caplog.at_level(logging.ERROR, logger="sessionws.redis"):
             async with transport.open(handler), publisher.open(Recorder()):
                 await transport.subscribe([channel])
                 for payload in (b"first", b"second"):
