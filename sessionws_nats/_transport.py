@@ -49,7 +49,7 @@ import anyio.lowlevel
 import nats.errors
 from nats.aio.client import Client
 
-from sessionws import Marker, TransportError, TransportHandler
+from sessionws.transport import Marker, TransportError, TransportHandler
 from sessionws_nats._channels import ChannelSubscriptions
 from sessionws_nats._confirm import Confirmations
 from sessionws_nats._dispatch import sink_delivers_repeatedly

@@ -39,9 +39,7 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from sessionws._errors import TransportError
-from sessionws._protocols import Marker, TransportHandler
-from sessionws._tasks import background_tasks
+from sessionws.transport import Marker, TransportError, TransportHandler, background_tasks
 from sessionws_redis._errors import UNREACHABLE_ERRORS, broker_errors
 from sessionws_redis._link import PubSubLink, notify, run_link
 from sessionws_redis._markers import Markers

@@ -43,7 +43,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, RedisError, ResponseError
 
-from sessionws._errors import TransportError
+from sessionws.transport import TransportError
 from sessionws_redis._errors import UNREACHABLE_ERRORS
 from sessionws_redis._options import TransportOptions, chunks
 

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from sessionws._protocols import Marker
+from sessionws.transport import Marker
 from sessionws_redis._options import TransportOptions, chunks
 
 __all__ = ("Markers", "parse_marker")

@@ -40,8 +40,7 @@ from redis.asyncio.sentinel import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from sessionws._protocols import TransportHandler
-from sessionws._tasks import background_tasks
+from sessionws.transport import TransportHandler, background_tasks
 from sessionws_redis._options import split_options
 from sessionws_redis._transport import RedisTransport
 from sessionws_redis._urls import parameters, split_url, url_path_segments

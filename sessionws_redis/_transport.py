@@ -18,9 +18,7 @@ import anyio
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
-from sessionws._errors import TransportError
-from sessionws._protocols import Marker, TransportHandler
-from sessionws._tasks import background_tasks
+from sessionws.transport import Marker, TransportError, TransportHandler, background_tasks
 from sessionws_redis._cluster import RedisClusterTransport
 from sessionws_redis._errors import broker_errors
 from sessionws_redis._link import PubSubLink, notify, run_link
