@@ -39,6 +39,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
@@ -63,6 +64,7 @@ __all__ = ("NatsTransport", "transport_from_url")
 logger = logging.getLogger("sessionws.nats")
 
 _DEFAULT_MAX_PAYLOAD = 1 << 20
+_DEFAULT_OPEN_TIMEOUT = 5.0
 _NOT_OPEN = "use the transport inside `async with transport.open(handler)`"
 
 
@@ -81,8 +83,9 @@ class NatsTransport:
       ``replicas``: its replicas when created (use 3 on a 3-node cluster).
     * ``subject_prefix``: the subjects' first tokens (default ``"sessionws"``).
     * ``request_timeout``: bound on JetStream calls and confirmations (seconds).
-    * ``connect_wait``: how long ``open()`` waits for a first connection before it
-      carries on disconnected, reconnecting in the background.
+    * ``open_timeout``: how long ``open()`` waits for a first connection before it
+      carries on disconnected, reconnecting in the background (``connect_wait``, its
+      old name, still works and warns).
     * ``poll_interval``: how often the supervisor checks the client's state.
     * ``shutdown_timeout``: bound on unsubscribing and draining at the end.
     * ``shared_dispatch``: one dispatcher for all subscriptions (default); ``False``
@@ -113,13 +116,23 @@ class NatsTransport:
         subject_prefix: str = "sessionws",
         replicas: int = 1,
         request_timeout: float = 5.0,
-        connect_wait: float = 5.0,
+        open_timeout: float | None = None,
         poll_interval: float = 0.5,
         shutdown_timeout: float = 5.0,
         shared_dispatch: bool = True,
         max_payload: int | None = None,
         interest_grace: float = 1.0,
+        connect_wait: float | None = None,
     ) -> None:
+        if connect_wait is not None:
+            warnings.warn(
+                "the NATS transport's option 'connect_wait' is deprecated: "
+                "use 'open_timeout' (the same seconds)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+        if open_timeout is None:
+            open_timeout = _DEFAULT_OPEN_TIMEOUT if connect_wait is None else connect_wait
         if (client is None) == (servers is None):
             raise TypeError("pass either a nats-py client or servers=[...] (from_url does that)")
         if client is not None and not isinstance(client, Client):
@@ -138,7 +151,7 @@ class NatsTransport:
             raise ValueError(f"interest_grace must be zero or positive seconds, not {interest_grace!r}")
         for name, value in (
             ("request_timeout", request_timeout),
-            ("connect_wait", connect_wait),
+            ("open_timeout", open_timeout),
             ("poll_interval", poll_interval),
             ("shutdown_timeout", shutdown_timeout),
         ):
@@ -156,7 +169,7 @@ class NatsTransport:
         self._bucket = bucket
         self._replicas = replicas
         self._request_timeout = float(request_timeout)
-        self._connect_wait = float(connect_wait)
+        self._open_timeout = float(open_timeout)
         self._poll_interval = float(poll_interval)
         self._shutdown_timeout = float(shutdown_timeout)
         self._shared_dispatch = shared_dispatch
@@ -269,7 +282,7 @@ class NatsTransport:
         if self._given_client is None:
             connected = anyio.Event()
             tasks.start_soon(self._connect, client, connected)
-            with anyio.move_on_after(self._connect_wait):
+            with anyio.move_on_after(self._open_timeout):
                 await connected.wait()
         if client.is_connected:
             await self._try_prepare(client, opening=True)

@@ -90,7 +90,7 @@ class RedisClusterTransport:
             )
         if client.get_encoder().decode_responses:
             raise ValueError("the RedisCluster client must use decode_responses=False (payloads are bytes)")
-        self._options = TransportOptions(**options)
+        self._options = TransportOptions.from_keywords(options)
         self.max_payload = self._options.max_payload
         self._client = client
         self._close_client = close_client
@@ -165,9 +165,9 @@ class RedisClusterTransport:
                     await self._client.aclose()
 
     async def _discover(self) -> None:
-        """Learn the slot map, trying again (with backoff) for ``connect_timeout``: a node
+        """Learn the slot map, trying again (with backoff) for ``open_timeout``: a node
         that starts while the cluster restarts waits for it, as a standalone one does."""
-        deadline = anyio.current_time() + self._options.connect_timeout
+        deadline = anyio.current_time() + self._options.open_timeout
         delay = self._options.reconnect_min_delay
         while True:
             try:
@@ -179,7 +179,7 @@ class RedisClusterTransport:
                 return
             except TimeoutError as exc:
                 raise TransportError(
-                    f"the Redis Cluster did not answer within {self._options.connect_timeout} s"
+                    f"the Redis Cluster did not answer within {self._options.open_timeout} s"
                 ) from exc
             except TransportError:
                 if anyio.current_time() + delay >= deadline:
@@ -209,7 +209,7 @@ class RedisClusterTransport:
             async with background_tasks() as tasks:
                 for link in self._links.values():
                     if first:
-                        await tasks.start(run_link, link, self._options.connect_timeout)
+                        await tasks.start(run_link, link, self._options.open_timeout)
                     else:
                         tasks.start_soon(run_link, link, None)
                 if first:

@@ -142,15 +142,15 @@ class PubSubLink:
     async def run(
         self,
         *,
-        connect_timeout: float | None = None,
+        open_timeout: float | None = None,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Connect, and reconnect forever; ``task_status.started()`` on the first success.
 
-        With ``connect_timeout``, the first connection must succeed within it or
+        With ``open_timeout``, the first connection must succeed within it or
         :class:`TransportError` is raised (so a wrong URL fails ``open()``).
         """
-        deadline = None if connect_timeout is None else anyio.current_time() + connect_timeout
+        deadline = None if open_timeout is None else anyio.current_time() + open_timeout
         delay = self._options.reconnect_min_delay
         started = False
         while True:
@@ -403,12 +403,12 @@ def _parse_run_id(info: object) -> str:
 
 async def run_link(
     link: PubSubLink,
-    connect_timeout: float | None,
+    open_timeout: float | None,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``link`` in a task group (``TaskGroup.start`` passes ``task_status``)."""
-    await link.run(connect_timeout=connect_timeout, task_status=task_status)
+    await link.run(open_timeout=open_timeout, task_status=task_status)
 
 
 def notify(callback: Callable[[], None]) -> None:

@@ -247,7 +247,7 @@ class RedisSentinelTransport(RedisTransport):
         return f"{base}@{link.run_id}" if base and link is not None and link.run_id != base else base
 
     def open(self, handler: TransportHandler) -> AbstractAsyncContextManager[None]:
-        """Ask the sentinels for the master, connect (waiting up to ``connect_timeout``)
+        """Ask the sentinels for the master, connect (waiting up to ``open_timeout``)
         and keep following the master."""
         return self._run_sentinel(handler)
 

@@ -51,7 +51,7 @@ class RedisTransport:
     * ``max_payload``: largest payload ``publish`` accepts (default 1 MiB).
     * ``reconnect_min_delay`` / ``reconnect_max_delay``: the capped exponential
       backoff between reconnect attempts (with jitter).
-    * ``connect_timeout``: how long ``open()`` keeps trying to reach Redis at start
+    * ``open_timeout``: how long ``open()`` keeps trying to reach Redis at start
       before it raises :class:`~sessionws.TransportError`.
     * ``command_timeout``: how long a command or a subscription may wait for the
       server (default 10 s). The transport bounds commands itself, so the client
@@ -69,7 +69,7 @@ class RedisTransport:
             raise TypeError(f"client must be a redis.asyncio.Redis, got {type(client).__name__}")
         if client.connection_pool.connection_kwargs.get("decode_responses", False):
             raise ValueError("the Redis client must use decode_responses=False (payloads are bytes)")
-        self._options = TransportOptions(**options)
+        self._options = TransportOptions.from_keywords(options)
         self.max_payload = self._options.max_payload
         self._client = client
         self._close_client = close_client
@@ -117,7 +117,7 @@ class RedisTransport:
         return self._link.epoch if self._link is not None else ""
 
     def open(self, handler: TransportHandler) -> AbstractAsyncContextManager[None]:
-        """Connect (waiting up to ``connect_timeout``) and keep the listener running."""
+        """Connect (waiting up to ``open_timeout``) and keep the listener running."""
         return self._run(handler)
 
     @asynccontextmanager
@@ -136,7 +136,7 @@ class RedisTransport:
         )
         try:
             async with background_tasks() as tasks:
-                await tasks.start(run_link, link, self._options.connect_timeout)
+                await tasks.start(run_link, link, self._options.open_timeout)
                 self._link = link
                 yield
         finally:

@@ -73,7 +73,7 @@ def _first_argument_prefixes(path: Path) -> list[str]:
             message = node.args[1] if node.func.attr == "log" and len(node.args) > 1 else node.args[0]
             text = message.value if isinstance(message, ast.Constant) else None
             if isinstance(text, str) and text.startswith(("sessionws:", "sessionws_")):
-                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {message.value!r}")
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {text!r}")
     return found
 
 

@@ -33,7 +33,7 @@ __all__ = ("BACKENDS", "Backend", "Node", "Recorder", "channel_name", "open_node
 FAST_RECONNECT: dict[str, Any] = {
     "reconnect_min_delay": 0.01,
     "reconnect_max_delay": 0.1,
-    "connect_timeout": 5.0,
+    "open_timeout": 5.0,
     "command_timeout": 5.0,
 }
 
