@@ -70,11 +70,15 @@ def transport_from_url(url: str, **options: Any) -> Transport:
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
         return MemoryTransport.from_url(url, **options)
-    entry = _registered().get(scheme)
+    registered = _registered()
+    entry = registered.get(scheme)
     if entry is None:
+        ours = any(_distribution(entry) == _DISTRIBUTION for entry in registered.values())
+        # An install older than the entry points (a stale editable install) has none of ours.
+        hint = "" if ours else "; sessionws's own are missing: reinstall it (pip install sessionws)"
         raise ValueError(
             f"unknown transport URL scheme {scheme or '(none)'!r} in {url!r}; known schemes: "
             + ", ".join(f"{name}://" for name in known_schemes())
-            + f" (transports register under the entry-point group {ENTRY_POINT_GROUP!r})"
+            + f" (transports register under the entry-point group {ENTRY_POINT_GROUP!r}{hint})"
         )
     return _load(entry, scheme)(url, **options)
