@@ -210,7 +210,7 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {
 
 
 class Recorder:
-    """A :class:`~sessionws.TransportHandler` that remembers what it was told."""
+    """A :class:`~sessionws.transport.TransportHandler` that remembers what it was told."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, bytes]] = []
