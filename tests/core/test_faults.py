@@ -12,8 +12,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from sessionws import Event, Marker, MemoryHub, MemoryTransport, SessionRegistry, TransportError
+from sessionws import Event, MemoryHub, MemoryTransport, SessionRegistry, TransportError
 from sessionws._wire import Command, WireCodec
+from sessionws.transport import Marker
 from tests.core.helpers import FAST, RecordingConnection, cluster, settle, wait_for
 
 pytestmark = pytest.mark.anyio
