@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -18,7 +20,7 @@ from sessionws._wire import Command
 if TYPE_CHECKING:
     from sessionws._node import Node
 
-__all__ = ("Membership", "Presence", "ReplayGuard")
+__all__ = ("Membership", "Presence", "ReplayGuard", "decode_silent", "encode_silent")
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,8 @@ SILENCE_HEARTBEATS = 30
 #: How long a node that just (re)joined listens before it trusts its membership: the
 #: others answer its hello at once, so a fraction of a second is plenty.
 SETTLE_MAX = 0.5
+#: At most this many silent nodes travel in one answer to a hello.
+MAX_SILENT = 1_000
 
 
 class Membership:
@@ -82,6 +86,31 @@ class Membership:
         now = time.monotonic()
         expected = {node for node, deadline in self._deadlines.items() if deadline + self._silence > now}
         return frozenset(expected | {node for node, until in self._silent.items() if until > now})
+
+    def windows(self) -> dict[str, float]:
+        """Every node a confirmed command expects, with the seconds until it would be
+        forgotten if it beat no more: what a node answering a newcomer's hello tells it
+        (:meth:`learn_silent`), so that the newcomer also expects the nodes that fell
+        silent, or are just falling silent, before it could hear them."""
+        now = time.monotonic()
+        windows = {node: until - now for node, until in self._silent.items() if until > now}
+        for node, deadline in self._deadlines.items():
+            if deadline + self._silence > now:
+                windows[node] = deadline + self._silence - now
+        return windows
+
+    def learn_silent(self, node: str, left: float) -> bool:
+        """Another node expects ``node`` for ``left`` more seconds. This node was away
+        (starting, cut off) and may never have heard it; it may be silent and still hold
+        sockets: expect it for that long (never longer than this node's own window),
+        until it beats. True when that is news."""
+        if node in self._deadlines or not left > 0:
+            return False
+        until = time.monotonic() + min(left, self._silence)
+        if self._silent.get(node, 0.0) >= until:
+            return False
+        self._silent[node] = until
+        return True
 
     def clear(self) -> None:
         self._deadlines.clear()
@@ -156,6 +185,40 @@ class ReplayGuard:
             self.epoch = epoch
 
 
+def encode_silent(silent: dict[str, float]) -> str | None:
+    """The expected nodes an answer to a hello carries (in its ``data``), or ``None``."""
+    if not silent:
+        return None
+    newest = sorted(silent.items(), key=lambda item: -item[1])[:MAX_SILENT]
+    return json.dumps({node: round(left, 3) for node, left in newest}, separators=(",", ":"))
+
+
+def decode_silent(data: object) -> dict[str, float] | None:
+    """The silent nodes in an answer's ``data``; ``None`` when it is not a well-formed list
+    (the beat itself still counts)."""
+    if not isinstance(data, str) or not data:
+        return None
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict) or len(parsed) > MAX_SILENT:
+        return None
+    silent: dict[str, float] = {}
+    for node, left in parsed.items():
+        if (
+            not isinstance(left, int | float)
+            or isinstance(left, bool)
+            or not math.isfinite(left)
+            or not node
+            or "." in node
+            or not node.isprintable()
+        ):
+            return None
+        silent[node] = float(left)
+    return silent
+
+
 class Presence:
     """This node's part in the membership: it says hello and beats on the control
     channel, answers newcomers and roll calls at once, hears the others' beats and
@@ -181,17 +244,31 @@ class Presence:
             return
         if command.op != "who" and self.membership.beat(command.origin, command.interval or self.interval):
             node.emit("member_joined", node=command.origin)
+        if command.op == "beat" and command.data is not None:
+            self._learn_silent(command)
         if command.op in ("hello", "who") and not node.publish_only:
             # Answer a newcomer (or a roll call) at once, so it knows the membership
             # before the next heartbeat. A roll call's asker (the admin CLI) does not
             # join the membership.
-            node.tasks_or_raise().start_soon(self.beat, "beat")
+            node.tasks_or_raise().start_soon(self.beat, "beat", True)
 
-    async def beat(self, op: Literal["hello", "beat", "who"]) -> None:
+    def _learn_silent(self, command: Command) -> None:
+        """An answer to this node's hello names the nodes its sender expects. This node was
+        away (starting, reconnecting) and may never have heard of some: one that fell
+        silent (paused, cut off) just before may hold sockets, so it is expected too."""
+        silent = decode_silent(command.data)
+        if silent is None:
+            self._node.drop("malformed", f"a heartbeat from {command.origin} lists no valid silent nodes")
+            return
+        for node, left in silent.items():
+            if node != self._node.node_id and self.membership.learn_silent(node, left):
+                logger.debug("%s expects node %s, not heard here: expecting it too", command.origin, node)
+
+    async def beat(self, op: Literal["hello", "beat", "who"], answer: bool = False) -> None:
+        silent = encode_silent(self.membership.windows()) if answer else None
         with suppress(TransportError):
-            await self._publish(
-                self._node.names.control, Command(op, self._node.node_id, interval=self.interval)
-            )
+            command = Command(op, self._node.node_id, interval=self.interval, data=silent)
+            await self._publish(self._node.names.control, command)
 
     async def greet(self) -> None:
         """Ask the others to answer at once: ``hello`` (a node), ``who`` (publish-only)."""

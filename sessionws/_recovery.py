@@ -156,8 +156,9 @@ class Recovery:
         node.stats["reconciles"] += 1
         node.emit("broker_restored", outage=outage)
         self._outbound.wake()
-        if not self._presence.settled.is_set():
-            self._presence.unsettle()  # the broker was away at start: the membership was never heard
+        # While it was away this node heard no heartbeat: questions wait until the answers
+        # to its hello (which name the nodes that fell silent meanwhile) are in.
+        self._presence.unsettle()
         await self._presence.greet()
 
     async def _reassert_revocations(self) -> None:

@@ -589,6 +589,7 @@ class SessionRegistry:
             "refused_by_reason": dict(self._refused),
             "outbox": len(self._outbound.outbox),
             "members": len(self._presence.membership.live()),
+            "silent_members": len(self._presence.membership.expected() - self._presence.membership.live()),
             "broker": "connected" if node.connected else "disconnected",
             "healthy": self.healthy,
             "sequence": node.known_sequence,

@@ -74,7 +74,7 @@ def _after_response(response: AfterResponse, work: Callable[[], Awaitable[object
         try:
             await work()
         except Exception:
-            logger.exception("sessionws: the %s scheduled after a response failed", what)
+            logger.exception("the %s scheduled after a response failed", what)
 
     if isinstance(response, BackgroundTasks):
         response.add_task(run)
