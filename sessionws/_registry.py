@@ -130,7 +130,6 @@ class SessionRegistry:
         self.publish_only = publish_only
         self._fail_closed_after = fail_closed_after
         self._close_timeout = close_timeout
-        self._confirm_timeout = confirm_timeout
         self._socket_events = options.socket_events
         self._running = False
         self._closing = False
@@ -138,9 +137,8 @@ class SessionRegistry:
         self._refused: dict[str, int] = {}
         self._delivery = node.delivery
         self._table = node.table
-        # Aliases of the table's dicts: the registering path is hot.
+        # An alias of the table's dict: the registering path is hot.
         self._keys = node.table.by_key
-        self._hashes = node.table.by_hash
         self._queries = node.queries
         self._outbound = outbound = Outbound(node)
         self._presence = presence = Presence(node, outbound.publish)
