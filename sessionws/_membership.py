@@ -66,6 +66,16 @@ class Membership:
         expected = {node for node, deadline in self._deadlines.items() if deadline + self._silence > now}
         return frozenset(expected | {node for node, until in self._silent.items() if until > now})
 
+    def shift(self, seconds: float) -> None:
+        """This node could not hear anyone for ``seconds`` (its broker connection was
+        down, or the process was paused): that time is no evidence that the others fell
+        silent, so every deadline and window moves on by as much."""
+        if seconds > 0:
+            for node in self._deadlines:
+                self._deadlines[node] += seconds
+            for node in self._silent:
+                self._silent[node] += seconds
+
     def windows(self) -> dict[str, float]:
         """Every node a confirmed command expects, with the seconds until it would be
         forgotten if it beat no more: what a node answering a newcomer's hello tells it

@@ -1379,12 +1379,22 @@ class SessionRegistry:
             )
 
     async def _heartbeat(self) -> None:
+        interval = self._heartbeat_interval
+        woke = time.monotonic()
         while True:
             if self._connected:
                 await self._beat("beat")
-            self._expire_members()
+                # Silence is measured only while this node can hear: not while its broker
+                # connection is down (``_recover_once`` moves the windows on by the
+                # outage), nor while the process was paused or starved (the lateness of
+                # this loop).
+                self._expire_members()
             self._drops.flush()
-            await anyio.sleep(self._heartbeat_interval)
+            await anyio.sleep(interval)
+            now = time.monotonic()
+            if now - woke > 3 * interval:
+                self._membership.shift(now - woke - interval)
+            woke = now
 
     def _expire_members(self) -> None:
         """Nodes whose heartbeats stopped leave the membership (``member_left``, once);
@@ -1520,6 +1530,8 @@ class SessionRegistry:
             self._reassert_pending = False
         self._identity = identity
         self._note_sequence(await self.transport.current_sequence())
+        if lost_at is not None:
+            self._membership.shift(time.monotonic() - lost_at)
         self._connected = True
         self._lost_at = None
         self._stats["reconciles"] += 1
