@@ -31,6 +31,7 @@ __all__ = (
     "count_session",
     "first_revoked",
     "members_session",
+    "remove_keys",
     "revoke_session",
     "rotate_id",
     "schedule_close_all",
@@ -110,10 +111,18 @@ async def first_revoked(registry: Registry, keys: Iterable[str]) -> str | None:
 
 # ---------------------------------------------------------------------- one socket
 async def add_keys(registry: Registry, handle: Handle, keys: str | Iterable[str]) -> None:
-    """``registry.add_keys`` within :data:`MAX_KEYS_PER_SOCKET`."""
+    """``registry.add_keys`` within :data:`MAX_KEYS_PER_SOCKET`; no keys: nothing to do."""
     wanted = _key_tuple(keys)
     _check_count(len(dict.fromkeys((*handle.keys, *wanted))))
-    await registry.add_keys(handle, wanted)
+    if wanted:
+        await registry.add_keys(handle, wanted)
+
+
+async def remove_keys(registry: Registry, handle: Handle, keys: str | Iterable[str]) -> None:
+    """``registry.remove_keys``; no keys: nothing to do."""
+    unwanted = _key_tuple(keys)
+    if unwanted:
+        await registry.remove_keys(handle, unwanted)
 
 
 # ---------------------------------------------------------------------- the session's sockets

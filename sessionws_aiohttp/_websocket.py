@@ -143,7 +143,7 @@ async def remove_keys_ws(request: web.Request, keys: str | Iterable[str]) -> Non
     """Stop holding the request's websocket under ``keys`` (a room it leaves);
     idempotent. Its session's id cannot be removed (``ValueError``)."""
     state = state_of(request)
-    await state.registry.remove_keys(_request_handle(request), keys)
+    await verbs.remove_keys(state.registry, _request_handle(request), keys)
 
 
 async def set_data_ws(request: web.Request, data: Mapping[str, Any] | None) -> None:

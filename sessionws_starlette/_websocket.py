@@ -184,7 +184,7 @@ async def add_keys_ws(websocket: WebSocket, keys: str | Iterable[str]) -> None:
 async def remove_keys_ws(websocket: WebSocket, keys: str | Iterable[str]) -> None:
     """Stop holding ``websocket`` under ``keys`` (a room it leaves); idempotent. Its
     session's id cannot be removed (``ValueError``)."""
-    await get_registry(websocket).remove_keys(get_ws_handle(websocket), keys)
+    await verbs.remove_keys(get_registry(websocket), get_ws_handle(websocket), keys)
 
 
 async def set_data_ws(websocket: WebSocket, data: Mapping[str, Any] | None) -> None:
