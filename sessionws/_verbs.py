@@ -10,7 +10,7 @@ an id), answers a session without an id the same way, and offers the same option
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from sessionws._codes import validate_close
 from sessionws._data import check_data
@@ -44,6 +44,8 @@ __all__ = (
 #: and after ``add_keys``: each key is a subscription of the node, so a client that may
 #: choose rooms must not make the node subscribe without bound.
 MAX_KEYS_PER_SOCKET = 256
+
+T = TypeVar("T")
 
 #: Reads the request's session-ws id (``None`` when the session has none).
 IdGetter = Callable[[], Awaitable[str | None]]
@@ -126,6 +128,13 @@ async def remove_keys(registry: Registry, handle: Handle, keys: str | Iterable[s
 
 
 # ---------------------------------------------------------------------- the session's sockets
+async def _for_session(session_id: IdGetter, nothing: T, verb: Callable[[str], Awaitable[T]]) -> T:
+    """``verb`` of the session's id; ``nothing`` when the session has none (its arguments
+    were checked before)."""
+    key = await session_id()
+    return nothing if key is None else await verb(key)
+
+
 async def close_all_session(
     registry: Registry,
     session_id: IdGetter,
@@ -138,11 +147,12 @@ async def close_all_session(
     strict: bool,
 ) -> CloseReport:
     validate_close(code, reason)
-    key = await session_id()
-    if key is None:
-        return CloseReport(0)
-    return await registry.close_all(
-        key, code=code, reason=reason, exclude=exclude, confirm=confirm, timeout=timeout, strict=strict
+    return await _for_session(
+        session_id,
+        CloseReport(0),
+        lambda key: registry.close_all(
+            key, code=code, reason=reason, exclude=exclude, confirm=confirm, timeout=timeout, strict=strict
+        ),
     )
 
 
@@ -159,11 +169,12 @@ async def revoke_session(
 ) -> CloseReport:
     validate_close(code, reason)
     check_ttl(ttl)
-    key = await session_id()
-    if key is None:
-        return CloseReport(0)
-    return await registry.revoke(
-        key, ttl=ttl, code=code, reason=reason, confirm=confirm, timeout=timeout, strict=strict
+    return await _for_session(
+        session_id,
+        CloseReport(0),
+        lambda key: registry.revoke(
+            key, ttl=ttl, code=code, reason=reason, confirm=confirm, timeout=timeout, strict=strict
+        ),
     )
 
 
@@ -179,19 +190,17 @@ async def send_session(
 ) -> SendReport:
     if not isinstance(data, str | bytes):
         raise TypeError(f"data must be str or bytes, not {type(data).__name__}")
-    key = await session_id()
-    if key is None:
-        return SendReport(0)
-    return await registry.send_all(
-        key, data, exclude=exclude, confirm=confirm, timeout=timeout, strict=strict
+    return await _for_session(
+        session_id,
+        SendReport(0),
+        lambda key: registry.send_all(
+            key, data, exclude=exclude, confirm=confirm, timeout=timeout, strict=strict
+        ),
     )
 
 
 async def count_session(registry: Registry, session_id: IdGetter, *, timeout: float | None) -> Count:
-    key = await session_id()
-    if key is None:
-        return Count(0, True)
-    return await registry.count(key, timeout=timeout)
+    return await _for_session(session_id, Count(0, True), lambda key: registry.count(key, timeout=timeout))
 
 
 async def members_session(
@@ -199,10 +208,9 @@ async def members_session(
 ) -> Members:
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         raise ValueError("limit must be None or a positive int")
-    key = await session_id()
-    if key is None:
-        return Members((), True)
-    return await registry.members(key, limit=limit, timeout=timeout)
+    return await _for_session(
+        session_id, Members((), True), lambda key: registry.members(key, limit=limit, timeout=timeout)
+    )
 
 
 # ---------------------------------------------------------------------- after the response
