@@ -96,14 +96,14 @@ class _Lifetime:
                     self._idle.clear()
                     await self._idle.wait()
             if self._pending:
-                logger.warning("sessionws: cancelling %d scheduled closes at cleanup", self._pending)
+                logger.warning("cancelling %d scheduled closes at cleanup", self._pending)
             tasks.cancel_scope.cancel()
         self._tasks = None
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         stopped_early = self._started.is_set() and not self._stopping.is_set()
         if stopped_early and not task.cancelled() and task.exception() is not None:
-            logger.error("sessionws: the registry stopped while the app runs", exc_info=task.exception())
+            logger.error("the registry stopped while the app runs", exc_info=task.exception())
 
     async def stop(self) -> None:
         task = self._task
@@ -217,7 +217,7 @@ def setup(
     async def close_sockets(app: web.Application) -> None:
         if core.running:
             closed = await core.close_local(code=CLOSE_SHUTDOWN, reason="server shutting down")
-            logger.info("sessionws: closed %d websockets at shutdown", closed)
+            logger.info("closed %d websockets at shutdown", closed)
 
     app.cleanup_ctx.append(run_registry)
     app.on_shutdown.append(close_sockets)

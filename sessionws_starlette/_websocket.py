@@ -108,7 +108,7 @@ async def session_ws(
     session_id = await get_session_ws_id(websocket)
     if session_id is None:
         logger.warning(
-            "sessionws: refused a websocket on %s (1008): its session has no session-ws id. Add "
+            "refused a websocket on %s (1008): its session has no session-ws id. Add "
             "Middleware(SessionWSMiddleware) inside SessionMiddleware and make sure its paths cover the "
             "pages that open this websocket, or pass ephemeral_ids=True to SessionWSMiddleware",
             websocket.url.path,
