@@ -87,6 +87,16 @@ class Membership:
         expected = {node for node, deadline in self._deadlines.items() if deadline + self._silence > now}
         return frozenset(expected | {node for node, until in self._silent.items() if until > now})
 
+    def shift(self, seconds: float) -> None:
+        """This node could not hear anyone for ``seconds`` (its broker connection was
+        down, or the process was paused): that time is no evidence that the others fell
+        silent, so every deadline and window moves on by as much."""
+        if seconds > 0:
+            for node in self._deadlines:
+                self._deadlines[node] += seconds
+            for node in self._silent:
+                self._silent[node] += seconds
+
     def windows(self) -> dict[str, float]:
         """Every node a confirmed command expects, with the seconds until it would be
         forgotten if it beat no more: what a node answering a newcomer's hello tells it
@@ -279,12 +289,21 @@ class Presence:
 
     async def run_heartbeat(self) -> None:
         node = self._node
+        interval = self.interval
+        woke = time.monotonic()
         while True:
             if node.connected:
                 await self.beat("beat")
-            self.expire()
+                # Silence is measured only while this node can hear: not while its broker
+                # connection is down (the recovery moves the windows on by the outage),
+                # nor while the process was paused or starved (the lateness of this loop).
+                self.expire()
             node.drops.flush()
-            await anyio.sleep(self.interval)
+            await anyio.sleep(interval)
+            now = time.monotonic()
+            if now - woke > 3 * interval:
+                self.membership.shift(now - woke - interval)
+            woke = now
 
     def expire(self) -> None:
         """Nodes whose heartbeats stopped leave the membership (``member_left``, once);

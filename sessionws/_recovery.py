@@ -152,6 +152,8 @@ class Recovery:
             self._reassert_pending = False
         self._identity = identity
         node.note_sequence(await node.transport.current_sequence())
+        if lost_at is not None:
+            self._presence.membership.shift(time.monotonic() - lost_at)
         node.broker_back()
         node.stats["reconciles"] += 1
         node.emit("broker_restored", outage=outage)

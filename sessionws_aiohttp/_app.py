@@ -113,23 +113,26 @@ class _Lifetime:
         self._task = None
         await task
 
-    def after_response(self, request: web.BaseRequest, action: Callable[[], Awaitable[object]]) -> None:
-        """Run ``action`` once ``request``'s connection has written its response out."""
+    def after_response(
+        self, request: web.BaseRequest, action: Callable[[], Awaitable[object]], what: str = "close"
+    ) -> None:
+        """Run ``action`` once ``request``'s connection has written its response out
+        (``what`` names it in the log if it fails)."""
         tasks = self._tasks
         if tasks is None:
             raise NotConfiguredError(f"the application is not running; {_SETUP_HINT}")
         self._pending += 1
-        tasks.start_soon(self._run_after, request.task, action)
+        tasks.start_soon(self._run_after, request.task, action, what)
 
     async def _run_after(
-        self, connection: asyncio.Task[None], action: Callable[[], Awaitable[object]]
+        self, connection: asyncio.Task[None], action: Callable[[], Awaitable[object]], what: str
     ) -> None:
         try:
             # asyncio.wait never cancels what it waits for (awaiting the task would).
             await asyncio.wait({connection}, timeout=_RESPONSE_TIMEOUT)
             await action()
         except Exception:
-            logger.exception("a close scheduled after a response failed")
+            logger.exception("the %s scheduled after a response failed", what)
         finally:
             self._pending -= 1
             self._idle.set()

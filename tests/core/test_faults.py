@@ -8,6 +8,7 @@ silent nodes without an event, or calls a close complete without their answer.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -208,6 +209,43 @@ async def test_a_node_back_from_a_cut_expects_the_nodes_that_fell_silent_meanwhi
             assert "brief" in report.missing
             _, complete = await nodes[0].count("session-a", timeout=0.3)
             assert not complete
+
+
+async def test_a_nodes_own_outage_does_not_count_as_the_silence_of_others() -> None:
+    """Node 1 holds a socket and falls silent; then node 0 is cut off for longer than the
+    silence window (0.6 s). Node 0 heard nothing meanwhile, from anyone: back, it still
+    expects node 1 for the rest of its window."""
+    async with cluster(2, heartbeat_interval=0.02) as nodes:
+        held = RecordingConnection()
+        await nodes[1].register(held, "session-a")
+        nodes.transport(1).cut()
+        await wait_for(lambda: "node1" not in nodes[0].live_nodes(), timeout=5)
+        nodes.transport(0).cut()
+        await settle(1.0)
+        nodes.transport(0).restore()
+        await wait_for(lambda: nodes[0].healthy, timeout=5)
+        report = await nodes[0].close_all("session-a", confirm=True, timeout=0.2)
+        assert not report.complete
+        assert report.missing == frozenset({"node1"})
+        nodes.transport(1).restore()
+        await wait_for(lambda: held.close_code == 1000, timeout=5)
+
+
+async def test_a_paused_process_does_not_count_its_pause_as_the_silence_of_others() -> None:
+    """The whole process stops for longer than the silence window (SIGSTOP, a long GC, a
+    starved loop; here a blocking sleep): a node that was silent before still counts."""
+    events: list[Event] = []
+    async with cluster(2, heartbeat_interval=0.02, on_event=events.append) as nodes:
+        await nodes[1].register(RecordingConnection(), "session-a")
+        nodes.transport(1).cut()
+        await wait_for(
+            lambda: any(e.name == "member_left" and e.detail.get("node") == "node1" for e in events)
+        )
+        time.sleep(1.0)  # noqa: ASYNC251 - the pause under test
+        await settle(0.1)
+        report = await nodes[0].close_all("session-a", confirm=True, timeout=0.2)
+        assert not report.complete
+        assert report.missing == frozenset({"node1"})
 
 
 async def test_a_heartbeat_with_a_malformed_silent_list_counts_and_is_dropped() -> None:
