@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
+import starlette.middleware.sessions
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.middleware import Middleware
@@ -35,6 +36,15 @@ from sessionws_starlette import (
 )
 
 SECRET = "test-secret-shared-by-every-node"
+
+
+def session_of(values: dict[str, Any]) -> dict[str, Any]:
+    """What ``SessionMiddleware`` puts in ``scope["session"]``: a ``Session`` from Starlette 1.0
+    on, a plain dict before (the lowest-versions run tests the oldest Starlette allowed)."""
+    factory = getattr(starlette.middleware.sessions, "Session", dict)
+    session: dict[str, Any] = factory(values)
+    return session
+
 
 #: Registry settings that keep the tests fast.
 FAST: dict[str, Any] = {
