@@ -6,7 +6,6 @@ run in this process and hold recording connections, so the tests see what client
 
 from __future__ import annotations
 
-import time
 from functools import partial
 from pathlib import Path
 
@@ -113,7 +112,6 @@ async def test_a_live_node_that_no_longer_hears_the_broker_makes_it_incomplete(c
     await deaf.transport.unsubscribe([deaf.names.control])
     connections = await connect(cluster, [1, 1, 0])
 
-    started = time.monotonic()
     # Listening longer makes sure the CLI hears node2's beats even on a busy machine.
     listen = ["--heartbeat-interval", "0.6"]
     close = await run_cli(
@@ -129,7 +127,6 @@ async def test_a_live_node_that_no_longer_hears_the_broker_makes_it_incomplete(c
     assert count.code == 1, count.err
     assert count.out == "0\n"
     assert "INCOMPLETE" in count.err
-    assert time.monotonic() - started < 10
 
 
 async def test_revoke_closes_everywhere_and_the_nodes_refuse_the_key(cluster: CliCluster) -> None:
@@ -307,15 +304,18 @@ async def test_a_missing_extra_is_a_usage_error(tmp_path: Path) -> None:
     assert "pip install 'sessionws[redis]'" in result.err
 
 
-async def test_an_unreachable_broker_exits_3_quickly() -> None:
-    url = f"redis://:hunter2-password@127.0.0.1:{free_port()}/0"
-    started = time.monotonic()
-    with anyio.fail_after(10):
+async def test_an_unreachable_broker_exits_3_at_its_first_refusal() -> None:
+    port = free_port()
+    url = f"redis://:hunter2-password@127.0.0.1:{port}/0"
+    with anyio.fail_after(60):  # only a hang guard
         result = await run_cli("close", KEY, "--url", url, "--connect-timeout", "0.5", "--confirm")
     assert result.code == 3, result.err
     assert "unreachable" in result.err
+    # The refused connection itself is reported: the CLI did not retry until its deadline
+    # ("no connection within 0.5 s").
+    assert f"cannot connect to Redis at 127.0.0.1:{port}" in result.err
+    assert "within" not in result.err
     assert "hunter2" not in result.err
-    assert time.monotonic() - started < 5
     assert_key_not_printed(result)
 
 
