@@ -14,10 +14,12 @@ import pytest
 
 from sessionws import CLOSE_REVOKED, SessionRegistry
 from sessionws._cli import EXIT_NO_NODES
+from tests._helpers import wait_for
 from tests._nats_servers import NatsServer
-from tests._redis_servers import RedisServer, free_port
+from tests._ports import free_port
+from tests._redis_servers import RedisServer
 from tests.cli.helpers import HEARTBEAT, CliCluster, CliResult, run_cli, start_cluster, together
-from tests.core.helpers import RecordingConnection, settle, wait_for
+from tests.core.helpers import RecordingConnection, settle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

@@ -21,7 +21,8 @@ from sessionws import (
     NotConfiguredError,
     SessionRegistry,
 )
-from tests.core.helpers import RecordingConnection, cluster, settle, wait_for
+from tests._helpers import wait_for
+from tests.core.helpers import RecordingConnection, cluster, settle
 
 pytestmark = pytest.mark.anyio
 

@@ -25,7 +25,8 @@ from sessionws import (
     transport_from_url,
     validate_close,
 )
-from tests.core.helpers import FAST, RecordingConnection, wait_for
+from tests._helpers import FAST, wait_for
+from tests.core.helpers import RecordingConnection
 
 pytestmark = pytest.mark.anyio
 

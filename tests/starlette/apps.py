@@ -34,6 +34,7 @@ from sessionws_starlette import (
     session_ws,
     sessionws_lifespan,
 )
+from tests._helpers import FAST
 
 SECRET = "test-secret-shared-by-every-node"
 
@@ -44,15 +45,6 @@ def session_of(values: dict[str, Any]) -> dict[str, Any]:
     factory = getattr(starlette.middleware.sessions, "Session", dict)
     session: dict[str, Any] = factory(values)
     return session
-
-
-#: Registry settings that keep the tests fast.
-FAST: dict[str, Any] = {
-    "heartbeat_interval": 0.1,
-    "linger": 0.05,
-    "close_timeout": 0.5,
-    "confirm_timeout": 1.0,
-}
 
 
 def fast_registry(url: str, node_id: str) -> SessionRegistry:

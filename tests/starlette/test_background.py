@@ -17,7 +17,8 @@ from sessionws_starlette import (
     schedule_close_all_session_ws,
     schedule_close_all_ws,
 )
-from tests.core.helpers import RecordingConnection, wait_for
+from tests._helpers import wait_for
+from tests.core.helpers import RecordingConnection
 from tests.starlette.apps import session_of
 
 pytestmark = pytest.mark.anyio

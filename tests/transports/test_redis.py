@@ -13,7 +13,8 @@ from redis.asyncio import Redis
 from sessionws._errors import TransportError
 from sessionws._protocols import Marker, Transport
 from sessionws_redis import RedisClusterTransport, RedisTransport, transport_from_url
-from tests._redis_servers import RedisServer, free_port
+from tests._ports import free_port
+from tests._redis_servers import RedisServer
 from tests.transports._backends import FAST_RECONNECT, Node, Recorder, channel_name
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
