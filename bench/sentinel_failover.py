@@ -51,7 +51,7 @@ from tests._redis_sentinel_servers import SentinelGroup, running_sentinel_group
 from tests.core.helpers import RecordingConnection
 
 FAST = (
-    "?reconnect_min_delay=0.01&reconnect_max_delay=0.1&connect_timeout=10&command_timeout=5"
+    "?reconnect_min_delay=0.01&reconnect_max_delay=0.1&open_timeout=10&command_timeout=5"
     "&failover_check_interval=0.2"
 )
 STREAM_BEFORE_KILL = 1.0  # seconds of closes before the master dies

@@ -38,6 +38,7 @@ from sessionws._registry import SessionRegistry
 from sessionws._reports import CloseReport
 from sessionws._urls import transport_from_url
 from sessionws._version import __version__
+from sessionws.transport import OPEN_TIMEOUT
 
 __all__ = ("EXIT_INCOMPLETE", "EXIT_NO_NODES", "EXIT_OK", "EXIT_UNAVAILABLE", "EXIT_USAGE", "main")
 
@@ -47,18 +48,6 @@ EXIT_USAGE = 2
 EXIT_UNAVAILABLE = 3
 EXIT_NO_NODES = 4
 
-# How each built-in transport bounds its first connection; other schemes rely on the
-# overall deadline alone.
-_CONNECT_OPTION = {
-    "redis": "connect_timeout",
-    "rediss": "connect_timeout",
-    "redis+cluster": "connect_timeout",
-    "rediss+cluster": "connect_timeout",
-    "redis+sentinel": "connect_timeout",
-    "rediss+sentinel": "connect_timeout",
-    "nats": "connect_wait",
-    "tls": "connect_wait",
-}
 _SIGNATURE_DROPS = ("unsigned", "forged")
 
 
@@ -203,10 +192,11 @@ def _make_registry(args: argparse.Namespace) -> SessionRegistry:
         raise UsageError(
             "memory:// reaches only registries inside one process; give the cluster's broker URL"
         )
-    options = {_CONNECT_OPTION[scheme]: args.connect_timeout} if scheme in _CONNECT_OPTION else {}
     try:
         return SessionRegistry(
-            transport_from_url(url, **options),
+            # Every transport bounds its first connection by this option (the
+            # transport author's contract, sessionws.transport.OPEN_TIMEOUT).
+            transport_from_url(url, **{OPEN_TIMEOUT: args.connect_timeout}),
             namespace=_namespace(args),
             name_secret=args.name_secret or os.environ.get("SESSIONWS_NAME_SECRET") or None,
             signing_keys=_signing_keys(args),

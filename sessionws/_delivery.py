@@ -98,7 +98,7 @@ class Delivery:
             handle.clear_queue()
             self._stats["overflows"] += 1
             self._emit("overflow", handle=handle.id)
-            logger.warning("sessionws: outbound queue of %s overflowed; closing it with 1013", handle.id)
+            logger.warning("outbound queue of %s overflowed; closing it with 1013", handle.id)
             self.close(handle, CLOSE_OVERFLOW, "outbound queue overflow")
             return
         handle.enqueue(SendItem(data))
@@ -156,19 +156,19 @@ class Delivery:
                 await handle.connection.send(data)
             self._stats["sends_delivered"] += 1
         except TimeoutError:
-            logger.warning("sessionws: a send to %s timed out; closing it", handle.id)
+            logger.warning("a send to %s timed out; closing it", handle.id)
             self.close(handle, CLOSE_OVERFLOW, "send timed out")
         except Exception as error:
-            logger.debug("sessionws: a send to %s failed: %r", handle.id, error)
+            logger.debug("a send to %s failed: %r", handle.id, error)
 
     async def _close(self, handle: Handle, code: int, reason: str, issued: float) -> None:
         try:
             with anyio.move_on_after(self.close_timeout) as scope:
                 await handle.connection.close(code, reason)
             if scope.cancelled_caught:
-                logger.warning("sessionws: closing %s took over %ss", handle.id, self.close_timeout)
+                logger.warning("closing %s took over %ss", handle.id, self.close_timeout)
         except Exception as error:
-            logger.warning("sessionws: closing %s failed: %r", handle.id, error)
+            logger.warning("closing %s failed: %r", handle.id, error)
         self._stats["closed"] += 1
         await self._forget(handle)
         self._emit("closed", handle=handle.id, code=code, seconds=time.monotonic() - issued)

@@ -137,9 +137,9 @@ class KeyTable:
                 await self._subscribe(batch)
             except Exception as error:
                 if _broker_error(error):  # the registry reports the outage itself
-                    logger.debug("sessionws: subscribing a batch of keys failed: broker unreachable")
+                    logger.debug("subscribing a batch of keys failed: broker unreachable")
                 else:
-                    logger.exception("sessionws: subscribing a batch of keys failed")
+                    logger.exception("subscribing a batch of keys failed")
                 batch.failed = True
                 for state in batch.states:
                     state.subscribing = None
@@ -207,7 +207,7 @@ class KeyTable:
                 except TransportError:
                     pass  # no longer wanted: the transport will not resubscribe it
                 except Exception:
-                    logger.exception("sessionws: unsubscribing %d channels failed", len(channels))
+                    logger.exception("unsubscribing %d channels failed", len(channels))
             if expired:
                 continue
             self._linger_wake = anyio.Event()

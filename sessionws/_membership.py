@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
 from collections import OrderedDict
 
-__all__ = ("Membership", "ReplayGuard")
+__all__ = ("Membership", "ReplayGuard", "decode_silent", "encode_silent")
+
+#: At most this many silent nodes travel in one answer to a hello.
+MAX_SILENT = 1_000
 
 
 class Membership:
@@ -60,6 +65,41 @@ class Membership:
         now = time.monotonic()
         expected = {node for node, deadline in self._deadlines.items() if deadline + self._silence > now}
         return frozenset(expected | {node for node, until in self._silent.items() if until > now})
+
+    def shift(self, seconds: float) -> None:
+        """This node could not hear anyone for ``seconds`` (its broker connection was
+        down, or the process was paused): that time is no evidence that the others fell
+        silent, so every deadline and window moves on by as much."""
+        if seconds > 0:
+            for node in self._deadlines:
+                self._deadlines[node] += seconds
+            for node in self._silent:
+                self._silent[node] += seconds
+
+    def windows(self) -> dict[str, float]:
+        """Every node a confirmed command expects, with the seconds until it would be
+        forgotten if it beat no more: what a node answering a newcomer's hello tells it
+        (:meth:`learn_silent`), so that the newcomer also expects the nodes that fell
+        silent, or are just falling silent, before it could hear them."""
+        now = time.monotonic()
+        windows = {node: until - now for node, until in self._silent.items() if until > now}
+        for node, deadline in self._deadlines.items():
+            if deadline + self._silence > now:
+                windows[node] = deadline + self._silence - now
+        return windows
+
+    def learn_silent(self, node: str, left: float) -> bool:
+        """Another node expects ``node`` for ``left`` more seconds. This node was away
+        (starting, cut off) and may never have heard it; it may be silent and still hold
+        sockets: expect it for that long (never longer than this node's own window),
+        until it beats. True when that is news."""
+        if node in self._deadlines or not left > 0:
+            return False
+        until = time.monotonic() + min(left, self._silence)
+        if self._silent.get(node, 0.0) >= until:
+            return False
+        self._silent[node] = until
+        return True
 
     def clear(self) -> None:
         self._deadlines.clear()
@@ -132,3 +172,37 @@ class ReplayGuard:
         self.floor = floor
         if epoch is not None:
             self.epoch = epoch
+
+
+def encode_silent(silent: dict[str, float]) -> str | None:
+    """The expected nodes an answer to a hello carries (in its ``data``), or ``None``."""
+    if not silent:
+        return None
+    newest = sorted(silent.items(), key=lambda item: -item[1])[:MAX_SILENT]
+    return json.dumps({node: round(left, 3) for node, left in newest}, separators=(",", ":"))
+
+
+def decode_silent(data: object) -> dict[str, float] | None:
+    """The silent nodes in an answer's ``data``; ``None`` when it is not a well-formed list
+    (the beat itself still counts)."""
+    if not isinstance(data, str) or not data:
+        return None
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(parsed, dict) or len(parsed) > MAX_SILENT:
+        return None
+    silent: dict[str, float] = {}
+    for node, left in parsed.items():
+        if (
+            not isinstance(left, int | float)
+            or isinstance(left, bool)
+            or not math.isfinite(left)
+            or not node
+            or "." in node
+            or not node.isprintable()
+        ):
+            return None
+        silent[node] = float(left)
+    return silent

@@ -229,7 +229,7 @@ class MemoryTransport:
                         handler.message_received(*item)
                 except Exception:
                     # The reader must never die: a deaf node is worse than a logged bug.
-                    logger.exception("sessionws: the memory transport's handler failed")
+                    logger.exception("the memory transport's handler failed")
 
     def _deliver(self, channel: str, payload: bytes) -> None:
         self._put((channel, payload))

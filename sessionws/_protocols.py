@@ -127,6 +127,9 @@ class Transport(Protocol):
       newly subscribed keys once more after this grace. Absent or 0: not needed.
     * ``identity`` names the broker's data: it changes when the broker lost its
       data (a restart without persistence, a new stream), so sequences restart.
+    * Made from a URL, by a factory registered under the entry-point group
+      ``sessionws.transports``, a transport accepts the option ``open_timeout``: the
+      seconds ``open()`` waits for the broker at start. See :mod:`sessionws.transport`.
     """
 
     max_payload: int

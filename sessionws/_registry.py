@@ -38,7 +38,7 @@ from sessionws._errors import BrokerUnavailableError, KeyRevokedError, NotConfig
 from sessionws._handles import CLOSED_FLAG, PENDING_FLAG, QUEUED_FLAG, Completion, Handle, KeyState
 from sessionws._keys import Batch, KeyTable
 from sessionws._markers import CloseMarker, KeyMarkers, encode_marker, read_key_markers
-from sessionws._membership import Membership, ReplayGuard
+from sessionws._membership import Membership, ReplayGuard, decode_silent, encode_silent
 from sessionws._protocols import Connection, Transport
 from sessionws._queries import Queries, Query
 from sessionws._reports import CloseReport, Count, Delivered, Event, Member, Members, SendReport
@@ -1096,6 +1096,7 @@ class SessionRegistry:
             "refused_by_reason": dict(self._refused),
             "outbox": len(self._outbox),
             "members": len(self._membership.live()),
+            "silent_members": len(self._membership.expected() - self._membership.live()),
             "broker": "connected" if self._connected else "disconnected",
             "healthy": self.healthy,
             "sequence": self._known_sequence,
@@ -1350,25 +1351,50 @@ class SessionRegistry:
             command.origin, command.interval or self._heartbeat_interval
         ):
             self._emit("member_joined", node=command.origin)
+        if command.op == "beat" and command.data is not None:
+            self._learn_silent(command)
         if command.op in ("hello", "who") and not self.publish_only:
             # Answer a newcomer (or a roll call) at once, so it knows the membership
             # before the next heartbeat. A roll call's asker (the admin CLI) does not
             # join the membership.
-            self._tasks_or_raise().start_soon(self._beat, "beat")
+            self._tasks_or_raise().start_soon(self._beat, "beat", True)
 
-    async def _beat(self, op: Literal["hello", "beat", "who"]) -> None:
+    def _learn_silent(self, command: Command) -> None:
+        """An answer to this node's hello names the nodes its sender expects. This node was
+        away (starting, reconnecting) and may never have heard of some: one that fell
+        silent (paused, cut off) just before may hold sockets, so it is expected too."""
+        silent = decode_silent(command.data)
+        if silent is None:
+            self._drop("malformed", f"a heartbeat from {command.origin} lists no valid silent nodes")
+            return
+        for node, left in silent.items():
+            if node != self.node_id and self._membership.learn_silent(node, left):
+                logger.debug("%s expects node %s, not heard here: expecting it too", command.origin, node)
+
+    async def _beat(self, op: Literal["hello", "beat", "who"], answer: bool = False) -> None:
+        silent = encode_silent(self._membership.windows()) if answer else None
         with suppress(TransportError):
             await self._publish(
-                self.names.control, Command(op, self.node_id, interval=self._heartbeat_interval)
+                self.names.control, Command(op, self.node_id, interval=self._heartbeat_interval, data=silent)
             )
 
     async def _heartbeat(self) -> None:
+        interval = self._heartbeat_interval
+        woke = time.monotonic()
         while True:
             if self._connected:
                 await self._beat("beat")
-            self._expire_members()
+                # Silence is measured only while this node can hear: not while its broker
+                # connection is down (``_recover_once`` moves the windows on by the
+                # outage), nor while the process was paused or starved (the lateness of
+                # this loop).
+                self._expire_members()
             self._drops.flush()
-            await anyio.sleep(self._heartbeat_interval)
+            await anyio.sleep(interval)
+            now = time.monotonic()
+            if now - woke > 3 * interval:
+                self._membership.shift(now - woke - interval)
+            woke = now
 
     def _expire_members(self) -> None:
         """Nodes whose heartbeats stopped leave the membership (``member_left``, once);
@@ -1504,13 +1530,16 @@ class SessionRegistry:
             self._reassert_pending = False
         self._identity = identity
         self._note_sequence(await self.transport.current_sequence())
+        if lost_at is not None:
+            self._membership.shift(time.monotonic() - lost_at)
         self._connected = True
         self._lost_at = None
         self._stats["reconciles"] += 1
         self._emit("broker_restored", outage=outage)
         self._outbox_kick.set()
-        if not self._settled.is_set():
-            self._unsettle()  # the broker was away at start: the membership was never heard
+        # While it was away this node heard no heartbeat: questions wait until the answers
+        # to its hello (which name the nodes that fell silent meanwhile) are in.
+        self._unsettle()
         await self._beat("who" if self.publish_only else "hello")
 
     async def _reassert_revocations(self) -> None:

@@ -25,13 +25,17 @@ from ._compat import SessionWSRegistry
 from ._connection import AiohttpConnection
 from ._middleware import session_ws_middleware
 from ._verbs import (
+    broadcast_ws,
     close_all_session_ws,
     close_all_ws,
+    close_handle_ws,
     count_session_ws,
     count_ws,
     delete_session_ws_id,
     ensure_session_ws_id,
     get_session_ws_id,
+    members_session_ws,
+    members_ws,
     new_session_ws_id,
     revoke_session_ws,
     revoke_ws,
@@ -39,15 +43,19 @@ from ._verbs import (
     schedule_close_all_session_ws,
     schedule_close_all_ws,
     send_session_ws,
+    send_to_ws,
     send_ws,
 )
-from ._websocket import get_ws_handle, session_ws
+from ._websocket import add_keys_ws, get_ws_handle, remove_keys_ws, session_ws, set_data_ws
 
 __all__ = (
     "AiohttpConnection",
     "SessionWSRegistry",
+    "add_keys_ws",
+    "broadcast_ws",
     "close_all_session_ws",
     "close_all_ws",
+    "close_handle_ws",
     "count_session_ws",
     "count_ws",
     "delete_session_ws_id",
@@ -55,15 +63,26 @@ __all__ = (
     "get_registry",
     "get_session_ws_id",
     "get_ws_handle",
+    "members_session_ws",
+    "members_ws",
     "new_session_ws_id",
+    "remove_keys_ws",
     "revoke_session_ws",
     "revoke_ws",
     "rotate_session_ws_id",
     "schedule_close_all_session_ws",
     "schedule_close_all_ws",
     "send_session_ws",
+    "send_to_ws",
     "send_ws",
     "session_ws",
     "session_ws_middleware",
+    "set_data_ws",
     "setup",
 )
+
+# Public names say where to import them from (tracebacks, reprs, pickles), as anyio's do.
+for _value in list(globals().values()):
+    if getattr(_value, "__module__", "").startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _value

@@ -96,14 +96,14 @@ class _Lifetime:
                     self._idle.clear()
                     await self._idle.wait()
             if self._pending:
-                logger.warning("sessionws: cancelling %d scheduled closes at cleanup", self._pending)
+                logger.warning("cancelling %d scheduled closes at cleanup", self._pending)
             tasks.cancel_scope.cancel()
         self._tasks = None
 
     def _ended(self, task: asyncio.Task[None]) -> None:
         stopped_early = self._started.is_set() and not self._stopping.is_set()
         if stopped_early and not task.cancelled() and task.exception() is not None:
-            logger.error("sessionws: the registry stopped while the app runs", exc_info=task.exception())
+            logger.error("the registry stopped while the app runs", exc_info=task.exception())
 
     async def stop(self) -> None:
         task = self._task
@@ -113,23 +113,26 @@ class _Lifetime:
         self._task = None
         await task
 
-    def after_response(self, request: web.BaseRequest, action: Callable[[], Awaitable[object]]) -> None:
-        """Run ``action`` once ``request``'s connection has written its response out."""
+    def after_response(
+        self, request: web.BaseRequest, action: Callable[[], Awaitable[object]], what: str = "close"
+    ) -> None:
+        """Run ``action`` once ``request``'s connection has written its response out
+        (``what`` names it in the log if it fails)."""
         tasks = self._tasks
         if tasks is None:
             raise NotConfiguredError(f"the application is not running; {_SETUP_HINT}")
         self._pending += 1
-        tasks.start_soon(self._run_after, request.task, action)
+        tasks.start_soon(self._run_after, request.task, action, what)
 
     async def _run_after(
-        self, connection: asyncio.Task[None], action: Callable[[], Awaitable[object]]
+        self, connection: asyncio.Task[None], action: Callable[[], Awaitable[object]], what: str
     ) -> None:
         try:
             # asyncio.wait never cancels what it waits for (awaiting the task would).
             await asyncio.wait({connection}, timeout=_RESPONSE_TIMEOUT)
             await action()
         except Exception:
-            logger.exception("sessionws: a close scheduled after a response failed")
+            logger.exception("the %s scheduled after a response failed", what)
         finally:
             self._pending -= 1
             self._idle.set()
@@ -214,7 +217,7 @@ def setup(
     async def close_sockets(app: web.Application) -> None:
         if core.running:
             closed = await core.close_local(code=CLOSE_SHUTDOWN, reason="server shutting down")
-            logger.info("sessionws: closed %d websockets at shutdown", closed)
+            logger.info("closed %d websockets at shutdown", closed)
 
     app.cleanup_ctx.append(run_registry)
     app.on_shutdown.append(close_sockets)

@@ -122,4 +122,4 @@ class ChannelSubscriptions:
         try:
             self._on_message(message)
         except Exception:
-            logger.exception("sessionws: a NATS message handler raised; the message is dropped")
+            logger.exception("a NATS message handler raised; the message is dropped")

@@ -24,7 +24,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from sessionws import TransportError
+from sessionws.transport import TransportError
 from sessionws_nats._dispatch import subscribe_with
 from sessionws_nats._errors import broker_errors
 

@@ -72,7 +72,7 @@ class MessageSink(asyncio.Future[Msg]):
         try:
             self._deliver(result)
         except Exception:
-            logger.exception("sessionws: a NATS message handler raised; the message is dropped")
+            logger.exception("a NATS message handler raised; the message is dropped")
 
     def cancelled(self) -> bool:
         return False
@@ -110,6 +110,6 @@ async def subscribe_with(
         try:
             deliver(message)
         except Exception:
-            logger.exception("sessionws: a NATS message handler raised; the message is dropped")
+            logger.exception("a NATS message handler raised; the message is dropped")
 
     return await client.subscribe(subject, cb=callback)

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 
 import nats.errors
 
-from sessionws import SessionWSError, TransportError
+from sessionws.transport import SessionWSError, TransportError
 
 __all__ = ("UnsupportedNatsServerError", "broker_errors")
 

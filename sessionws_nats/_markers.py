@@ -33,7 +33,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import StreamInfo
 
-from sessionws import Marker, TransportError
+from sessionws.transport import Marker, TransportError
 from sessionws_nats._dispatch import subscribe_with
 from sessionws_nats._errors import UnsupportedNatsServerError, broker_errors
 from sessionws_nats._names import encode_name

@@ -43,7 +43,8 @@ _TRANSPORT_URL_OPTIONS: Final[Mapping[str, Callable[[str], Any]]] = {
     "subject_prefix": str,
     "replicas": int,
     "request_timeout": float,
-    "connect_wait": float,
+    "open_timeout": float,
+    "connect_wait": float,  # open_timeout's old name
     "poll_interval": float,
     "shutdown_timeout": float,
     "interest_grace": float,
@@ -68,16 +69,20 @@ _CONNECT_URL_OPTIONS: Final[Mapping[str, Callable[[str], Any]]] = {
 }
 _URL_OPTIONS: Final[Mapping[str, Callable[[str], Any]]] = {**_TRANSPORT_URL_OPTIONS, **_CONNECT_URL_OPTIONS}
 _TRANSPORT_OPTIONS: Final = frozenset(_TRANSPORT_URL_OPTIONS)
+# Accepted (with a DeprecationWarning from the transport), not offered in messages.
+_RENAMED_OPTIONS: Final = frozenset({"connect_wait"})
 #: What ``nats.connect`` accepts as keywords (``servers`` comes from the URL).
 _CONNECT_OPTIONS: Final = frozenset(inspect.signature(Client.connect).parameters) - {"self", "servers"}
 
 
 def _unknown(name: str, where: str) -> ValueError:
-    guess = difflib.get_close_matches(name, [*_TRANSPORT_OPTIONS, *_CONNECT_OPTIONS], n=1)
+    guess = difflib.get_close_matches(
+        name, [*(_TRANSPORT_OPTIONS - _RENAMED_OPTIONS), *_CONNECT_OPTIONS], n=1
+    )
     hint = f" (did you mean {guess[0]!r}?)" if guess else ""
     return ValueError(
         f"unknown option {name!r} {where}{hint}; sessionws's options are "
-        + ", ".join(sorted(_TRANSPORT_OPTIONS))
+        + ", ".join(sorted(_TRANSPORT_OPTIONS - _RENAMED_OPTIONS))
         + "; other keywords must be nats.connect's (reconnect_time_wait, tls, user_credentials, ...)"
     )
 
@@ -124,7 +129,7 @@ def split_options(url: str, options: Mapping[str, Any]) -> tuple[list[str], dict
         if convert is None:
             raise ValueError(
                 f"unknown option {key!r} in NATS URL {url!r}; the URL takes "
-                + ", ".join(sorted(_URL_OPTIONS))
+                + ", ".join(sorted(_URL_OPTIONS.keys() - _RENAMED_OPTIONS))
             )
         try:
             value = convert(text)

@@ -39,6 +39,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Literal
@@ -49,7 +50,7 @@ import anyio.lowlevel
 import nats.errors
 from nats.aio.client import Client
 
-from sessionws import Marker, TransportError, TransportHandler
+from sessionws.transport import Marker, TransportError, TransportHandler
 from sessionws_nats._channels import ChannelSubscriptions
 from sessionws_nats._confirm import Confirmations
 from sessionws_nats._dispatch import sink_delivers_repeatedly
@@ -63,6 +64,7 @@ __all__ = ("NatsTransport", "transport_from_url")
 logger = logging.getLogger("sessionws.nats")
 
 _DEFAULT_MAX_PAYLOAD = 1 << 20
+_DEFAULT_OPEN_TIMEOUT = 5.0
 _NOT_OPEN = "use the transport inside `async with transport.open(handler)`"
 
 
@@ -81,8 +83,9 @@ class NatsTransport:
       ``replicas``: its replicas when created (use 3 on a 3-node cluster).
     * ``subject_prefix``: the subjects' first tokens (default ``"sessionws"``).
     * ``request_timeout``: bound on JetStream calls and confirmations (seconds).
-    * ``connect_wait``: how long ``open()`` waits for a first connection before it
-      carries on disconnected, reconnecting in the background.
+    * ``open_timeout``: how long ``open()`` waits for a first connection before it
+      carries on disconnected, reconnecting in the background (``connect_wait``, its
+      old name, still works and warns).
     * ``poll_interval``: how often the supervisor checks the client's state.
     * ``shutdown_timeout``: bound on unsubscribing and draining at the end.
     * ``shared_dispatch``: one dispatcher for all subscriptions (default); ``False``
@@ -113,13 +116,23 @@ class NatsTransport:
         subject_prefix: str = "sessionws",
         replicas: int = 1,
         request_timeout: float = 5.0,
-        connect_wait: float = 5.0,
+        open_timeout: float | None = None,
         poll_interval: float = 0.5,
         shutdown_timeout: float = 5.0,
         shared_dispatch: bool = True,
         max_payload: int | None = None,
         interest_grace: float = 1.0,
+        connect_wait: float | None = None,
     ) -> None:
+        if connect_wait is not None:
+            warnings.warn(
+                "the NATS transport's option 'connect_wait' is deprecated: "
+                "use 'open_timeout' (the same seconds)",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+        if open_timeout is None:
+            open_timeout = _DEFAULT_OPEN_TIMEOUT if connect_wait is None else connect_wait
         if (client is None) == (servers is None):
             raise TypeError("pass either a nats-py client or servers=[...] (from_url does that)")
         if client is not None and not isinstance(client, Client):
@@ -138,7 +151,7 @@ class NatsTransport:
             raise ValueError(f"interest_grace must be zero or positive seconds, not {interest_grace!r}")
         for name, value in (
             ("request_timeout", request_timeout),
-            ("connect_wait", connect_wait),
+            ("open_timeout", open_timeout),
             ("poll_interval", poll_interval),
             ("shutdown_timeout", shutdown_timeout),
         ):
@@ -156,7 +169,7 @@ class NatsTransport:
         self._bucket = bucket
         self._replicas = replicas
         self._request_timeout = float(request_timeout)
-        self._connect_wait = float(connect_wait)
+        self._open_timeout = float(open_timeout)
         self._poll_interval = float(poll_interval)
         self._shutdown_timeout = float(shutdown_timeout)
         self._shared_dispatch = shared_dispatch
@@ -269,14 +282,12 @@ class NatsTransport:
         if self._given_client is None:
             connected = anyio.Event()
             tasks.start_soon(self._connect, client, connected)
-            with anyio.move_on_after(self._connect_wait):
+            with anyio.move_on_after(self._open_timeout):
                 await connected.wait()
         if client.is_connected:
             await self._try_prepare(client, opening=True)
         if not self._ready:
-            logger.warning(
-                "sessionws: NATS is not usable at start (%s); retrying in the background", self._problem
-            )
+            logger.warning("NATS is not usable at start (%s); retrying in the background", self._problem)
         tasks.start_soon(self._supervise, client)
 
     async def _connect(self, client: Client, connected: anyio.Event) -> None:
@@ -295,7 +306,7 @@ class NatsTransport:
             self._problem = (
                 f"could not connect to {', '.join(self._servers)}: {error or type(error).__name__}"
             )
-            logger.error("sessionws: %s", self._problem)
+            logger.error("%s", self._problem)
         finally:
             connected.set()
             self._wake.set()
@@ -318,7 +329,7 @@ class NatsTransport:
             # A client the caller gave us stays theirs: no flush() here, which the
             # shutdown's time bound could cancel (see _prepare).
         except (nats.errors.Error, OSError, TimeoutError, TransportError) as error:
-            logger.info("sessionws: NATS shutdown was not clean: %s", error or type(error).__name__)
+            logger.info("NATS shutdown was not clean: %s", error or type(error).__name__)
 
     # ------------------------------------------------------------------ supervision
     async def _on_disconnected(self) -> None:
@@ -338,9 +349,9 @@ class NatsTransport:
 
     async def _on_error(self, error: Exception) -> None:
         if isinstance(error, OSError | TimeoutError | nats.errors.StaleConnectionError):
-            logger.debug("sessionws: NATS connection error: %s", error or type(error).__name__)
+            logger.debug("NATS connection error: %s", error or type(error).__name__)
         else:
-            logger.warning("sessionws: NATS error: %r", error)
+            logger.warning("NATS error: %r", error)
 
     def _on_stream_missing(self) -> None:
         # The bucket's stream did not answer: it may be gone (deleted, or a server that
@@ -367,7 +378,7 @@ class NatsTransport:
             else:
                 handler.connection_restored()
         except Exception:
-            logger.exception("sessionws: the transport handler's %s() raised", what)
+            logger.exception("the transport handler's %s() raised", what)
 
     def _lose(self) -> None:
         if not self._ready:
@@ -389,7 +400,7 @@ class NatsTransport:
                 if not self._ready and up and not self._closing:
                     await self._try_prepare(client, opening=False)
             except Exception:
-                logger.exception("sessionws: checking the NATS connection failed; retrying")
+                logger.exception("checking the NATS connection failed; retrying")
 
     async def _try_prepare(self, client: Client, *, opening: bool) -> None:
         reconnects = client.stats["reconnects"]
@@ -398,13 +409,13 @@ class NatsTransport:
             await self._prepare(client)
         except TransportError as error:
             self._problem = str(error)
-            logger.info("sessionws: NATS is not ready yet: %s", error)
+            logger.info("NATS is not ready yet: %s", error)
             return
         except UnsupportedNatsServerError as error:
             if opening:
                 raise
             self._problem = str(error)
-            logger.error("sessionws: %s", error)
+            logger.error("%s", error)
             return
         if not client.is_connected or client.stats["reconnects"] != reconnects or self._stream_suspect:
             self._wake.set()  # it moved under us: look again
@@ -443,7 +454,7 @@ class NatsTransport:
                 shared = await sink_delivers_repeatedly(client, client.new_inbox(), self._request_timeout)
             if not shared:
                 logger.warning(
-                    "sessionws: this nats-py does not pass every message of a future= subscription on; "
+                    "this nats-py does not pass every message of a future= subscription on; "
                     "falling back to one callback task per subscription (more memory per channel)"
                 )
         self._channels.use_shared_dispatch(shared)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anyio
@@ -39,15 +39,11 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from sessionws._errors import TransportError
-from sessionws._protocols import Marker, TransportHandler
-from sessionws._tasks import background_tasks
+from sessionws.transport import TransportError, background_tasks
+from sessionws_redis._base import RedisTransportBase
 from sessionws_redis._errors import UNREACHABLE_ERRORS, broker_errors
 from sessionws_redis._link import PubSubLink, notify, run_link
-from sessionws_redis._markers import Markers
 from sessionws_redis._options import (
-    TransportOptions,
-    bounded,
     check_channels,
     pubsub_connection_kwargs,
     split_options,
@@ -56,7 +52,7 @@ from sessionws_redis._urls import parameters, split_url
 
 __all__ = ("RedisClusterTransport",)
 
-logger = logging.getLogger("sessionws_redis")
+logger = logging.getLogger("sessionws.redis")
 
 # A cluster that is reshaping or missing a master answers with these; to the
 # registry they mean the same as an unreachable broker.
@@ -75,7 +71,7 @@ def _slot_owners(client: RedisCluster) -> tuple[str, ...]:
     return tuple(cache[slot][0].name if cache.get(slot) else "" for slot in range(REDIS_CLUSTER_HASH_SLOTS))
 
 
-class RedisClusterTransport:
+class RedisClusterTransport(RedisTransportBase[RedisCluster]):
     """A :class:`~sessionws.Transport` over a Redis Cluster, with sharded pub/sub.
 
     Build it with :meth:`from_url` (``redis+cluster://host:port``, or
@@ -85,6 +81,9 @@ class RedisClusterTransport:
     Needs Redis 7.0 or later (sharded pub/sub).
     """
 
+    publish_command = "SPUBLISH"
+    unreachable_errors = _CLUSTER_UNREACHABLE
+
     def __init__(self, client: RedisCluster, *, close_client: bool = False, **options: Any) -> None:
         if not isinstance(client, RedisCluster):
             raise TypeError(
@@ -92,20 +91,13 @@ class RedisClusterTransport:
             )
         if client.get_encoder().decode_responses:
             raise ValueError("the RedisCluster client must use decode_responses=False (payloads are bytes)")
-        self._options = TransportOptions(**options)
-        self.max_payload = self._options.max_payload
-        self._client = client
-        self._close_client = close_client
-        self._command = bounded(client.execute_command, self._options.command_timeout)
-        self._markers = Markers(self._command, self._options)
+        super().__init__(client, close_client=close_client, options=options)
         self._marker_slot = key_slot(self._options.sequence_key.encode())
         self._wanted: dict[str, int] = {}  # channel -> hash slot
         self._owners: tuple[str, ...] = ()
         self._links: dict[str, PubSubLink] = {}
         self._last_epoch = ""
-        self._handler: TransportHandler | None = None
         self._refresh = anyio.Event()
-        self._lost = False
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisClusterTransport:
@@ -141,35 +133,27 @@ class RedisClusterTransport:
             self._last_epoch = link.epoch
         return self._last_epoch
 
-    def open(self, handler: TransportHandler) -> AbstractAsyncContextManager[None]:
-        """Discover the cluster, connect to every primary and keep the listeners running."""
-        return self._run(handler)
-
     @asynccontextmanager
-    async def _run(self, handler: TransportHandler) -> AsyncIterator[None]:
-        if self._handler is not None:
-            raise RuntimeError("this RedisClusterTransport is already open; make one per registry")
-        self._handler = handler
-        try:
-            await self._discover()
-            async with background_tasks() as tasks:
-                await tasks.start(self._supervise)
-                yield
-        finally:
-            self._handler = None
-            self._links = {}
-            self._owners = ()
-            self._last_epoch = ""
-            self._wanted.clear()
-            self._lost = False
-            if self._close_client:
-                with anyio.CancelScope(shield=True):
-                    await self._client.aclose()
+    async def _connected(self) -> AsyncIterator[None]:
+        """Discover the cluster, connect to every primary and keep the listeners running."""
+        await self._discover()
+        async with background_tasks() as tasks:
+            await tasks.start(self._supervise)
+            yield
+
+    def _forget_connections(self) -> None:
+        self._links = {}
+        self._owners = ()
+        self._last_epoch = ""
+        self._wanted.clear()
+
+    def _is_open(self) -> bool:
+        return self._handler is not None and bool(self._links)
 
     async def _discover(self) -> None:
-        """Learn the slot map, trying again (with backoff) for ``connect_timeout``: a node
+        """Learn the slot map, trying again (with backoff) for ``open_timeout``: a node
         that starts while the cluster restarts waits for it, as a standalone one does."""
-        deadline = anyio.current_time() + self._options.connect_timeout
+        deadline = anyio.current_time() + self._options.open_timeout
         delay = self._options.reconnect_min_delay
         while True:
             try:
@@ -181,7 +165,7 @@ class RedisClusterTransport:
                 return
             except TimeoutError as exc:
                 raise TransportError(
-                    f"the Redis Cluster did not answer within {self._options.connect_timeout} s"
+                    f"the Redis Cluster did not answer within {self._options.open_timeout} s"
                 ) from exc
             except TransportError:
                 if anyio.current_time() + delay >= deadline:
@@ -211,7 +195,7 @@ class RedisClusterTransport:
             async with background_tasks() as tasks:
                 for link in self._links.values():
                     if first:
-                        await tasks.start(run_link, link, self._options.connect_timeout)
+                        await tasks.start(run_link, link, self._options.open_timeout)
                     else:
                         tasks.start_soon(run_link, link, None)
                 if first:
@@ -236,11 +220,6 @@ class RedisClusterTransport:
                 logger.warning("the Redis Cluster slot map changed; reconnecting to its primaries")
                 return
 
-    def _mark_lost(self) -> None:
-        if not self._lost and self._handler is not None:
-            self._lost = True
-            notify(self._handler.connection_lost)
-
     def _links_for(self, channels: Iterable[str]) -> dict[PubSubLink, list[str]]:
         grouped: dict[PubSubLink, list[str]] = {}
         for channel in channels:
@@ -250,10 +229,6 @@ class RedisClusterTransport:
                 raise TransportError("no primary owns this channel's slot; the slot map is being reloaded")
             grouped.setdefault(link, []).append(channel)
         return grouped
-
-    def _require_open(self) -> None:
-        if self._handler is None or not self._links:
-            raise RuntimeError("use the transport inside `async with transport.open(handler)`")
 
     # --- LinkOwner ------------------------------------------------------------------
     def channels_for(self, link: PubSubLink) -> Iterable[str]:
@@ -271,18 +246,11 @@ class RedisClusterTransport:
             )
             notify(self._handler.connection_restored)
 
-    def link_down(self, link: PubSubLink) -> None:
-        self._mark_lost()
-
     def reconnect_failed(self, link: PubSubLink) -> None:
         # A primary that stays away may have been replaced (failover): ask the
         # cluster again every few attempts; an unchanged slot map changes nothing.
         if link.failed_attempts % 5 == 0:
             self._refresh.set()
-
-    def message_received(self, channel: str, payload: bytes) -> None:
-        if self._handler is not None:
-            self._handler.message_received(channel, payload)
 
     def redirected(self, link: PubSubLink, error: ResponseError) -> None:
         logger.warning(
@@ -323,37 +291,6 @@ class RedisClusterTransport:
                 failure = failure or exc
         if failure is not None and strict:
             raise failure
-
-    async def publish(self, channel: str, payload: bytes) -> int | None:
-        """``SPUBLISH``; returns how many connections of that shard received it."""
-        self._options.check_payload(payload)
-        self._require_open()
-        with broker_errors("SPUBLISH", _CLUSTER_UNREACHABLE):
-            return int(await self._command("SPUBLISH", channel, bytes(payload)))
-
-    async def current_sequence(self) -> int:
-        """The newest sequence taken (0 when none was, or its primary lost its data)."""
-        self._require_open()
-        with broker_errors("GET", _CLUSTER_UNREACHABLE):
-            return await self._markers.current_sequence()
-
-    async def next_sequence(self) -> int:
-        """Take a new sequence number (``INCR``)."""
-        self._require_open()
-        with broker_errors("INCR", _CLUSTER_UNREACHABLE):
-            return await self._markers.next_sequence()
-
-    async def mark(self, key: str, value: bytes, ttl: float) -> int:
-        """Store ``value`` under ``key`` for ``ttl`` seconds with a new sequence, atomically."""
-        self._require_open()
-        with broker_errors("mark", _CLUSTER_UNREACHABLE):
-            return await self._markers.mark(key, value, ttl)
-
-    async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
-        """The markers of ``keys`` (``None`` where missing or expired); one slot, so MGET."""
-        self._require_open()
-        with broker_errors("MGET", _CLUSTER_UNREACHABLE):
-            return await self._markers.read_markers(keys)
 
 
 def _connection_factory(node: ClusterNode) -> Callable[[], AbstractConnection]:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from sessionws._errors import TransportError
+from sessionws.transport import TransportError
 
 __all__ = ("UNREACHABLE_ERRORS", "broker_errors")
 

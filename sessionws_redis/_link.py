@@ -43,13 +43,13 @@ from redis.asyncio.connection import AbstractConnection
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, RedisError, ResponseError
 
-from sessionws._errors import TransportError
+from sessionws.transport import TransportError
 from sessionws_redis._errors import UNREACHABLE_ERRORS
 from sessionws_redis._options import TransportOptions, chunks
 
 __all__ = ("LinkOwner", "PubSubLink", "notify", "run_link")
 
-logger = logging.getLogger("sessionws_redis")
+logger = logging.getLogger("sessionws.redis")
 
 # The epoch: read it, or write ours where there is none (a new namespace, or one whose
 # data is gone), in one step so that every node ends up with the same one.
@@ -142,15 +142,15 @@ class PubSubLink:
     async def run(
         self,
         *,
-        connect_timeout: float | None = None,
+        open_timeout: float | None = None,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         """Connect, and reconnect forever; ``task_status.started()`` on the first success.
 
-        With ``connect_timeout``, the first connection must succeed within it or
+        With ``open_timeout``, the first connection must succeed within it or
         :class:`TransportError` is raised (so a wrong URL fails ``open()``).
         """
-        deadline = None if connect_timeout is None else anyio.current_time() + connect_timeout
+        deadline = None if open_timeout is None else anyio.current_time() + open_timeout
         delay = self._options.reconnect_min_delay
         started = False
         while True:
@@ -403,12 +403,12 @@ def _parse_run_id(info: object) -> str:
 
 async def run_link(
     link: PubSubLink,
-    connect_timeout: float | None,
+    open_timeout: float | None,
     *,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run ``link`` in a task group (``TaskGroup.start`` passes ``task_status``)."""
-    await link.run(connect_timeout=connect_timeout, task_status=task_status)
+    await link.run(open_timeout=open_timeout, task_status=task_status)
 
 
 def notify(callback: Callable[[], None]) -> None:

@@ -16,12 +16,12 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from sessionws._protocols import Marker
+from sessionws.transport import Marker
 from sessionws_redis._options import TransportOptions, chunks
 
 __all__ = ("Markers", "parse_marker")
 
-logger = logging.getLogger("sessionws_redis")
+logger = logging.getLogger("sessionws.redis")
 
 _MARK_SCRIPT = b"""\
 local sequence = redis.call('INCR', KEYS[1])

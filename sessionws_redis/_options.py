@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import random
 import re
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+import warnings
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import anyio
 from redis.asyncio.retry import Retry
@@ -17,6 +18,7 @@ from redis.exceptions import MaxConnectionsError
 __all__ = (
     "DEFAULT_MAX_CONNECTIONS",
     "DEFAULT_MAX_PAYLOAD",
+    "RENAMED_OPTIONS",
     "TransportOptions",
     "check_channels",
     "chunks",
@@ -35,6 +37,8 @@ _REDIS_MAX_BULK = 512 << 20
 # one command never holds the server (or a huge write buffer) for long.
 _CHUNK = 1000
 _PREFIX_PATTERN = re.compile(r"[A-Za-z0-9_.:-]+")
+#: Options that were renamed (old name: new name): still accepted, with a DeprecationWarning.
+RENAMED_OPTIONS: Final[Mapping[str, str]] = {"connect_timeout": "open_timeout"}
 
 
 @dataclass(frozen=True)
@@ -45,7 +49,7 @@ class TransportOptions:
     max_payload: int = DEFAULT_MAX_PAYLOAD
     reconnect_min_delay: float = 0.05
     reconnect_max_delay: float = 2.0
-    connect_timeout: float = 10.0
+    open_timeout: float = 10.0
     command_timeout: float = 10.0
     health_check_interval: float = 15.0
 
@@ -54,12 +58,26 @@ class TransportOptions:
             raise ValueError(f"prefix must be a non-empty string of [A-Za-z0-9_.:-], got {self.prefix!r}")
         if not isinstance(self.max_payload, int) or not 0 < self.max_payload <= _REDIS_MAX_BULK:
             raise ValueError(f"max_payload must be an int between 1 and {_REDIS_MAX_BULK} (Redis' limit)")
-        for name in ("connect_timeout", "command_timeout", "health_check_interval", "reconnect_min_delay"):
+        for name in ("open_timeout", "command_timeout", "health_check_interval", "reconnect_min_delay"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 < value < math.inf:
                 raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
         if not self.reconnect_min_delay <= self.reconnect_max_delay < math.inf:
             raise ValueError("reconnect_max_delay must be finite and at least reconnect_min_delay")
+
+    @classmethod
+    def from_keywords(cls, options: Mapping[str, Any]) -> TransportOptions:
+        """The options from keywords, taking a renamed option's old name with a warning."""
+        given = dict(options)
+        for old, new in RENAMED_OPTIONS.items():
+            if old in given:
+                warnings.warn(
+                    f"the Redis transports' option {old!r} is deprecated: use {new!r} (the same seconds)",
+                    DeprecationWarning,
+                    stacklevel=4,
+                )
+                given.setdefault(new, given.pop(old))
+        return cls(**given)
 
     @property
     def sequence_key(self) -> str:
@@ -98,11 +116,11 @@ def split_options(options: dict[str, Any]) -> tuple[TransportOptions, dict[str, 
       ``asyncio.wait_for``, which runs the send in a task of its own: one more task
       and one more turn of the event loop before a close reaches the wire.
     """
-    names = TransportOptions.__dataclass_fields__.keys()
+    names = {*TransportOptions.__dataclass_fields__, *RENAMED_OPTIONS}
     own = {name: options.pop(name) for name in list(options) if name in names}
     options.setdefault("retry", Retry(NoBackoff(), 1))
     options.setdefault("socket_timeout", None)
-    return TransportOptions(**own), options
+    return TransportOptions.from_keywords(own), options
 
 
 def bounded(execute: Callable[..., Awaitable[Any]], timeout: float) -> Callable[..., Awaitable[Any]]:

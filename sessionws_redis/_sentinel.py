@@ -40,8 +40,7 @@ from redis.asyncio.sentinel import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from sessionws._protocols import TransportHandler
-from sessionws._tasks import background_tasks
+from sessionws.transport import TransportHandler, background_tasks
 from sessionws_redis._options import split_options
 from sessionws_redis._transport import RedisTransport
 from sessionws_redis._urls import parameters, split_url, url_path_segments
@@ -53,7 +52,7 @@ __all__ = (
     "SentinelLinkSSLConnection",
 )
 
-logger = logging.getLogger("sessionws_redis")
+logger = logging.getLogger("sessionws.redis")
 
 SCHEMES: Final = ("redis+sentinel", "rediss+sentinel")
 DEFAULT_SENTINEL_PORT: Final = 26379
@@ -248,7 +247,7 @@ class RedisSentinelTransport(RedisTransport):
         return f"{base}@{link.run_id}" if base and link is not None and link.run_id != base else base
 
     def open(self, handler: TransportHandler) -> AbstractAsyncContextManager[None]:
-        """Ask the sentinels for the master, connect (waiting up to ``connect_timeout``)
+        """Ask the sentinels for the master, connect (waiting up to ``open_timeout``)
         and keep following the master."""
         return self._run_sentinel(handler)
 

@@ -11,24 +11,19 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from typing import Any
 
-import anyio
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import ResponseError
 
-from sessionws._errors import TransportError
-from sessionws._protocols import Marker, TransportHandler
-from sessionws._tasks import background_tasks
+from sessionws.transport import TransportError, background_tasks
+from sessionws_redis._base import NOT_OPEN, RedisTransportBase
 from sessionws_redis._cluster import RedisClusterTransport
 from sessionws_redis._errors import broker_errors
 from sessionws_redis._link import PubSubLink, notify, run_link
-from sessionws_redis._markers import Markers
 from sessionws_redis._options import (
     DEFAULT_MAX_CONNECTIONS,
-    TransportOptions,
-    bounded,
     check_channels,
     describe_connection,
     pubsub_connection_kwargs,
@@ -38,10 +33,10 @@ from sessionws_redis._urls import split_url, standalone_client_options
 
 __all__ = ("RedisTransport", "transport_from_url")
 
-logger = logging.getLogger("sessionws_redis")
+logger = logging.getLogger("sessionws.redis")
 
 
-class RedisTransport:
+class RedisTransport(RedisTransportBase[Redis]):
     """A :class:`~sessionws.Transport` over a standalone Redis server (or a proxy).
 
     Build it with :meth:`from_url` (``redis://``, ``rediss://``) or from a ready
@@ -53,7 +48,7 @@ class RedisTransport:
     * ``max_payload``: largest payload ``publish`` accepts (default 1 MiB).
     * ``reconnect_min_delay`` / ``reconnect_max_delay``: the capped exponential
       backoff between reconnect attempts (with jitter).
-    * ``connect_timeout``: how long ``open()`` keeps trying to reach Redis at start
+    * ``open_timeout``: how long ``open()`` keeps trying to reach Redis at start
       before it raises :class:`~sessionws.TransportError`.
     * ``command_timeout``: how long a command or a subscription may wait for the
       server (default 10 s). The transport bounds commands itself, so the client
@@ -71,16 +66,9 @@ class RedisTransport:
             raise TypeError(f"client must be a redis.asyncio.Redis, got {type(client).__name__}")
         if client.connection_pool.connection_kwargs.get("decode_responses", False):
             raise ValueError("the Redis client must use decode_responses=False (payloads are bytes)")
-        self._options = TransportOptions(**options)
-        self.max_payload = self._options.max_payload
-        self._client = client
-        self._close_client = close_client
-        self._command = bounded(client.execute_command, self._options.command_timeout)
-        self._markers = Markers(self._command, self._options)
+        super().__init__(client, close_client=close_client, options=options)
         self._wanted: set[str] = set()
-        self._handler: TransportHandler | None = None
         self._link: PubSubLink | None = None
-        self._lost = False
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> RedisTransport:
@@ -118,15 +106,8 @@ class RedisTransport:
         """The namespace's epoch at the last (re)connect; ``""`` before ``open``."""
         return self._link.epoch if self._link is not None else ""
 
-    def open(self, handler: TransportHandler) -> AbstractAsyncContextManager[None]:
-        """Connect (waiting up to ``connect_timeout``) and keep the listener running."""
-        return self._run(handler)
-
     @asynccontextmanager
-    async def _run(self, handler: TransportHandler) -> AsyncIterator[None]:
-        if self._handler is not None:
-            raise RuntimeError("this RedisTransport is already open; make one per registry")
-        self._handler = handler
+    async def _connected(self) -> AsyncIterator[None]:
         pool = self._client.connection_pool
         connection_kwargs = pubsub_connection_kwargs(pool.connection_kwargs)
         link = PubSubLink(
@@ -136,22 +117,21 @@ class RedisTransport:
             self._options,
             epoch_key=self._options.epoch_key,
         )
-        try:
-            async with background_tasks() as tasks:
-                await tasks.start(run_link, link, self._options.connect_timeout)
-                self._link = link
-                yield
-        finally:
-            self._link = self._handler = None
-            self._wanted.clear()
-            self._lost = False
-            if self._close_client:
-                with anyio.CancelScope(shield=True):
-                    await self._client.aclose()
+        async with background_tasks() as tasks:
+            await tasks.start(run_link, link, self._options.open_timeout)
+            self._link = link
+            yield
 
-    def _require_open(self) -> PubSubLink:
+    def _forget_connections(self) -> None:
+        self._link = None
+        self._wanted.clear()
+
+    def _is_open(self) -> bool:
+        return self._link is not None
+
+    def _open_link(self) -> PubSubLink:
         if self._link is None:
-            raise RuntimeError("use the transport inside `async with transport.open(handler)`")
+            raise RuntimeError(NOT_OPEN)
         return self._link
 
     # --- LinkOwner ------------------------------------------------------------------
@@ -169,17 +149,8 @@ class RedisTransport:
             )
             notify(self._handler.connection_restored)
 
-    def link_down(self, link: PubSubLink) -> None:
-        if not self._lost and self._handler is not None:
-            self._lost = True
-            notify(self._handler.connection_lost)
-
     def reconnect_failed(self, link: PubSubLink) -> None:
         pass
-
-    def message_received(self, channel: str, payload: bytes) -> None:
-        if self._handler is not None:
-            self._handler.message_received(channel, payload)
 
     def redirected(self, link: PubSubLink, error: ResponseError) -> None:
         logger.warning("Redis at %s redirected a subscription (%s); is this a cluster?", link.name, error)
@@ -188,43 +159,18 @@ class RedisTransport:
     async def subscribe(self, channels: Sequence[str]) -> None:
         """Subscribe ``channels`` (one batch) and return once Redis confirmed."""
         channels = check_channels(channels)
-        link = self._require_open()
+        link = self._open_link()
         self._wanted.update(channels)
         await link.update(channels)
 
     async def unsubscribe(self, channels: Sequence[str]) -> None:
         """Unsubscribe ``channels``; while disconnected they are simply not resubscribed."""
         channels = check_channels(channels)
-        link = self._require_open()
+        link = self._open_link()
         self._wanted.difference_update(channels)
         if link.connected:
             with contextlib.suppress(TransportError):
                 await link.update(channels)
-
-    async def publish(self, channel: str, payload: bytes) -> int | None:
-        """``PUBLISH``; returns how many connections (nodes) received it."""
-        self._options.check_payload(payload)
-        self._require_open()
-        with broker_errors("PUBLISH"):
-            return int(await self._command("PUBLISH", channel, bytes(payload)))
-
-    async def current_sequence(self) -> int:
-        """The newest sequence taken (0 when none was, or Redis lost its data)."""
-        self._require_open()
-        with broker_errors("GET"):
-            return await self._markers.current_sequence()
-
-    async def next_sequence(self) -> int:
-        """Take a new sequence number (``INCR``)."""
-        self._require_open()
-        with broker_errors("INCR"):
-            return await self._markers.next_sequence()
-
-    async def mark(self, key: str, value: bytes, ttl: float) -> int:
-        """Store ``value`` under ``key`` for ``ttl`` seconds with a new sequence, atomically."""
-        self._require_open()
-        with broker_errors("mark"):
-            return await self._markers.mark(key, value, ttl)
 
     async def mark_and_publish(
         self, key: str, value: bytes, ttl: float, sequence: int, channel: str, payload: bytes
@@ -244,12 +190,6 @@ class RedisTransport:
         self._require_open()
         with broker_errors("mark and publish"):
             return await self._markers.mark_and_publish_numbered(key, value, ttl, channel, head, tail)
-
-    async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
-        """The markers of ``keys`` (``None`` where missing or expired), batched with MGET."""
-        self._require_open()
-        with broker_errors("MGET"):
-            return await self._markers.read_markers(keys)
 
 
 def transport_from_url(url: str, **options: Any) -> RedisTransport | RedisClusterTransport:

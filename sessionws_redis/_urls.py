@@ -29,7 +29,7 @@ from redis.asyncio.connection import (
     SSLConnection,
 )
 
-from sessionws_redis._options import TransportOptions
+from sessionws_redis._options import RENAMED_OPTIONS, TransportOptions
 
 __all__ = (
     "OWN_OPTIONS",
@@ -63,8 +63,12 @@ _CONVERTERS: Final[Mapping[str, Callable[[str], Any]]] = {
 }
 
 #: The transport's own options and how a URL's text becomes their value.
-OWN_OPTIONS: Final[Mapping[str, Callable[[str], Any]]] = {
+_FIELDS: Final[Mapping[str, Callable[[str], Any]]] = {
     field.name: _CONVERTERS.get(str(field.type), str) for field in dataclasses.fields(TransportOptions)
+}
+OWN_OPTIONS: Final[Mapping[str, Callable[[str], Any]]] = {
+    **_FIELDS,
+    **{old: _FIELDS[new] for old, new in RENAMED_OPTIONS.items()},
 }
 
 # redis-py options that make sense as text in a URL: those redis-py converts itself,
@@ -146,8 +150,8 @@ class ParsedUrl:
 def _unknown(
     name: str, where: str, own: Iterable[str], redis_names: Iterable[str], *, query: bool
 ) -> ValueError:
-    own_sorted = sorted(own)
-    redis_sorted = sorted(set(redis_names) - set(own_sorted))
+    own_sorted = sorted(set(own) - set(RENAMED_OPTIONS))
+    redis_sorted = sorted(set(redis_names) - set(own))
     guess = difflib.get_close_matches(name, [*own_sorted, *redis_sorted], n=1)
     hint = f" (did you mean {guess[0]!r}?)" if guess else ""
     if name.startswith("ssl") and "rediss" not in where:

@@ -27,13 +27,18 @@ from sessionws_starlette._state import (
     starlette_session,
 )
 from sessionws_starlette._verbs import (
+    AfterResponse,
+    broadcast_ws,
     close_all_session_ws,
     close_all_ws,
+    close_handle_ws,
     count_session_ws,
     count_ws,
     delete_session_ws_id,
     ensure_session_ws_id,
     get_session_ws_id,
+    members_session_ws,
+    members_ws,
     new_session_ws_id,
     revoke_session_ws,
     revoke_ws,
@@ -41,21 +46,36 @@ from sessionws_starlette._verbs import (
     schedule_close_all_session_ws,
     schedule_close_all_ws,
     send_session_ws,
+    send_to_ws,
     send_ws,
 )
-from sessionws_starlette._websocket import MISSING_ID_REASON, StarletteConnection, session_ws
+from sessionws_starlette._websocket import (
+    HANDLE_SCOPE_KEY,
+    MISSING_ID_REASON,
+    StarletteConnection,
+    add_keys_ws,
+    get_ws_handle,
+    remove_keys_ws,
+    session_ws,
+    set_data_ws,
+)
 
 __all__ = (
     "EPHEMERAL_SCOPE_KEY",
     "GUARD_STATE_KEY",
+    "HANDLE_SCOPE_KEY",
     "ID_PROVIDER_STATE_KEY",
     "MISSING_ID_REASON",
     "REGISTRY_STATE_KEY",
+    "AfterResponse",
     "RunnableRegistry",
     "SessionWSMiddleware",
     "StarletteConnection",
+    "add_keys_ws",
+    "broadcast_ws",
     "close_all_session_ws",
     "close_all_ws",
+    "close_handle_ws",
     "count_session_ws",
     "count_ws",
     "delete_session_ws_id",
@@ -64,15 +84,27 @@ __all__ = (
     "get_id_provider",
     "get_registry",
     "get_session_ws_id",
+    "get_ws_handle",
+    "members_session_ws",
+    "members_ws",
     "new_session_ws_id",
+    "remove_keys_ws",
     "revoke_session_ws",
     "revoke_ws",
     "rotate_session_ws_id",
     "schedule_close_all_session_ws",
     "schedule_close_all_ws",
     "send_session_ws",
+    "send_to_ws",
     "send_ws",
     "session_ws",
     "sessionws_lifespan",
+    "set_data_ws",
     "starlette_session",
 )
+
+# Public names say where to import them from (tracebacks, reprs, pickles), as anyio's do.
+for _value in list(globals().values()):
+    if getattr(_value, "__module__", "").startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _value

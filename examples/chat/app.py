@@ -12,7 +12,7 @@ in over the socket itself::
 
     {"type": "auth", "user": "alice", "token": "<hex HMAC-SHA256 of 'alice' keyed with the secret>"}
 
-and the server adds the key ``user:alice`` to it (``add_keys``), so everything sent to
+and the server adds the key ``user:alice`` to it (``add_keys_ws``), so everything sent to
 ``user:alice`` reaches it, on whichever node it is. Logging in again as someone else
 removes the old user's key first: a socket belongs to one user at a time and gets each
 message once. ``{"type": "say", "to": "bob", "text": "..."}`` sends to every socket of bob;
@@ -41,7 +41,17 @@ from aiohttp import WSMsgType, web
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 
 from sessionws import Handle, KeyRevokedError, SessionRegistry
-from sessionws_aiohttp import get_registry, get_ws_handle, session_ws, session_ws_middleware, setup
+from sessionws_aiohttp import (
+    add_keys_ws,
+    get_registry,
+    get_ws_handle,
+    remove_keys_ws,
+    send_ws,
+    session_ws,
+    session_ws_middleware,
+    set_data_ws,
+    setup,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +120,6 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _handle(request: web.Request, handle: Handle, message: dict[str, Any]) -> dict[str, Any]:
-    registry = get_registry(request)
     kind = message.get("type")
     if kind == "auth":
         user = _user_name(message.get("user"))
@@ -124,13 +133,13 @@ async def _handle(request: web.Request, handle: Handle, message: dict[str, Any])
             # One user per socket: leave the old user's key before joining the new one, so
             # the socket never holds both (it would get the messages of each).
             if current is not None:
-                await registry.remove_keys(handle, user_key(current))
-                await registry.set_data(handle, None)
+                await remove_keys_ws(request, user_key(current))
+                await set_data_ws(request, None)
             try:
-                await registry.add_keys(handle, user_key(user))
+                await add_keys_ws(request, user_key(user))
             except KeyRevokedError:
                 raise ValueError(f"{user} was logged out everywhere: get a new token") from None
-            await registry.set_data(handle, {"user": user})
+            await set_data_ws(request, {"user": user})
         return {"type": "authed", "user": user, "id": handle.id}
     if kind == "say":
         sender = _user_of(handle)
@@ -138,7 +147,8 @@ async def _handle(request: web.Request, handle: Handle, message: dict[str, Any])
             raise ValueError("log in first: send {'type': 'auth', 'user': ..., 'token': ...}")
         to = _user_name(message.get("to"))
         text = _text(message.get("text"))
-        report = await registry.send_all(
+        report = await send_ws(
+            request,
             user_key(to),
             json.dumps({"type": "message", "from": sender, "to": to, "text": text}),
             confirm=True,

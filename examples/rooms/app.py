@@ -12,14 +12,14 @@ data; it greets with ``{"type": "welcome", "id": <its handle id>}`` and then tak
 messages:
 
 * ``{"type": "join", "room": "lobby"}`` / ``{"type": "leave", "room": "lobby"}``: add or
-  remove the key ``room:lobby`` (``add_keys`` / ``remove_keys``). After each join and leave
-  (and when a socket in the room goes away), the room gets its member list
-  (``members``): ``{"type": "members", "room": "lobby", "members": [{"id": ..., "name": ...}]}``.
+  remove the key ``room:lobby`` (``add_keys_ws`` / ``remove_keys_ws``). After each join and
+  leave (and when a socket in the room goes away), the room gets its member list
+  (``members_ws``): ``{"type": "members", "room": "lobby", "members": [{"id": ..., "name": ...}]}``.
 * ``{"type": "say", "room": "lobby", "text": "..."}``: to every socket of the room on every
-  node (``send_all``, confirmed: the sender learns how many sockets it reached).
+  node (``send_ws``, confirmed: the sender learns how many sockets it reached).
 * ``{"type": "direct", "to": "<handle id>", "text": "..."}``: to that one socket, wherever it
-  is (``send_to``); the sender learns whether it was ``found``.
-* ``{"type": "broadcast", "text": "..."}``: to every socket of every node (``broadcast``).
+  is (``send_to_ws``); the sender learns whether it was ``found``.
+* ``{"type": "broadcast", "text": "..."}``: to every socket of every node (``broadcast_ws``).
 * ``{"type": "who", "room": "lobby"}``: the member list, to the asker only (as ``"type": "who"``).
 
 Bad messages get ``{"type": "error", "error": ...}``; the socket stays open. The name is
@@ -45,8 +45,18 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from sessionws import Handle, KeyRevokedError, Registry, SessionRegistry
-from sessionws_starlette import SessionWSMiddleware, get_registry, session_ws, sessionws_lifespan
+from sessionws import Handle, KeyRevokedError, SessionRegistry
+from sessionws_starlette import (
+    SessionWSMiddleware,
+    add_keys_ws,
+    broadcast_ws,
+    members_ws,
+    remove_keys_ws,
+    send_to_ws,
+    send_ws,
+    session_ws,
+    sessionws_lifespan,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,52 +101,50 @@ async def rooms_socket(websocket: WebSocket) -> None:
         # Closed before the accept: the client sees HTTP 403.
         await websocket.close(code=1008, reason="pass ?name= (1-32 letters, digits, '_', '.' or '-')")
         return
-    registry = get_registry(websocket)
     rooms: list[str] = []
-    async with session_ws(websocket) as handle:
-        await registry.set_data(handle, {"name": name})
+    async with session_ws(websocket, data={"name": name}) as handle:
         await websocket.send_json({"type": "welcome", "id": handle.id, "name": name})
         while True:
             received = await websocket.receive()
             if received["type"] == "websocket.disconnect":
                 break
-            answer = await _answer(registry, handle, received.get("text"))
+            answer = await _answer(websocket, handle, received.get("text"))
             if handle.closing:  # closed by the registry (a logout elsewhere) meanwhile
                 break
             await websocket.send_json(answer)
         rooms = _rooms_of(handle)
     # The socket is unregistered: the rooms it was in see it gone.
     for room in rooms:
-        await announce_members(registry, room)
+        await announce_members(websocket, room)
 
 
-async def _answer(registry: Registry, handle: Handle, text: str | None) -> dict[str, Any]:
+async def _answer(websocket: WebSocket, handle: Handle, text: str | None) -> dict[str, Any]:
     try:
         if text is None:
             raise ValueError("send JSON text frames")
         message = json.loads(text)
         if not isinstance(message, dict):
             raise ValueError("a message must be a JSON object")
-        return await _handle(registry, handle, message)
+        return await _handle(websocket, handle, message)
     except (ValueError, KeyRevokedError) as error:
         logger.info("refused a message of %s: %s", handle.id, error)
         return {"type": "error", "error": str(error)}
 
 
-async def _handle(registry: Registry, handle: Handle, message: dict[str, Any]) -> dict[str, Any]:
+async def _handle(websocket: WebSocket, handle: Handle, message: dict[str, Any]) -> dict[str, Any]:
     kind = message.get("type")
     name = _name_of(handle.data)
     if kind == "join":
         room = _room(message.get("room"))
         if room not in _rooms_of(handle) and len(_rooms_of(handle)) >= MAX_ROOMS:
             raise ValueError(f"a socket may be in at most {MAX_ROOMS} rooms: leave one first")
-        await registry.add_keys(handle, room_key(room))
-        await announce_members(registry, room)
+        await add_keys_ws(websocket, room_key(room))
+        await announce_members(websocket, room)
         return {"type": "joined", "room": room}
     if kind == "leave":
         room = _room(message.get("room"))
-        await registry.remove_keys(handle, room_key(room))
-        await announce_members(registry, room)
+        await remove_keys_ws(websocket, room_key(room))
+        await announce_members(websocket, room)
         return {"type": "left", "room": room}
     if kind == "say":
         room = _room(message.get("room"))
@@ -144,14 +152,14 @@ async def _handle(registry: Registry, handle: Handle, message: dict[str, Any]) -
             raise ValueError(f"join {room!r} before saying something there")
         payload = {"type": "message", "room": room, "from": name, "from_id": handle.id}
         payload["text"] = _text(message.get("text"))
-        report = await registry.send_all(room_key(room), json.dumps(payload), confirm=True)
+        report = await send_ws(websocket, room_key(room), json.dumps(payload), confirm=True)
         return {"type": "sent", "room": room, "sockets": report.total, "complete": report.complete}
     if kind == "direct":
         to = message.get("to")
         if not isinstance(to, str):
             raise ValueError("'to' must be the id of a socket (from a member list)")
         payload = {"type": "direct", "from": name, "from_id": handle.id, "text": _text(message.get("text"))}
-        delivered = await registry.send_to(to, json.dumps(payload))  # ValueError for a malformed id
+        delivered = await send_to_ws(websocket, to, json.dumps(payload))  # ValueError for a malformed id
         return {"type": "delivered", "to": to, "found": delivered.found, "complete": delivered.complete}
     if kind == "broadcast":
         payload = {
@@ -160,16 +168,16 @@ async def _handle(registry: Registry, handle: Handle, message: dict[str, Any]) -
             "from_id": handle.id,
             "text": _text(message.get("text")),
         }
-        await registry.broadcast(json.dumps(payload))
+        await broadcast_ws(websocket, json.dumps(payload))
         return {"type": "broadcast_sent"}
     if kind == "who":
-        return {**await member_list(registry, _room(message.get("room"))), "type": "who"}
+        return {**await member_list(websocket, _room(message.get("room"))), "type": "who"}
     raise ValueError(f"unknown message type {kind!r}: use join, leave, say, direct, broadcast or who")
 
 
-async def member_list(registry: Registry, room: str) -> dict[str, Any]:
+async def member_list(websocket: WebSocket, room: str) -> dict[str, Any]:
     """Who is in ``room``, on every node: each socket's id and name."""
-    listing = await registry.members(room_key(room))
+    listing = await members_ws(websocket, room_key(room))
     members = sorted(
         ({"id": member.handle_id, "name": _name_of(member.data)} for member in listing.members),
         key=lambda member: (member["name"] or "", member["id"] or ""),
@@ -177,9 +185,9 @@ async def member_list(registry: Registry, room: str) -> dict[str, Any]:
     return {"type": "members", "room": room, "members": members, "complete": listing.complete}
 
 
-async def announce_members(registry: Registry, room: str) -> None:
+async def announce_members(websocket: WebSocket, room: str) -> None:
     """Send ``room`` its member list."""
-    await registry.send_all(room_key(room), json.dumps(await member_list(registry, room)))
+    await send_ws(websocket, room_key(room), json.dumps(await member_list(websocket, room)))
 
 
 def _rooms_of(handle: Handle) -> list[str]:
@@ -187,7 +195,7 @@ def _rooms_of(handle: Handle) -> list[str]:
 
 
 def _name_of(data: object) -> str | None:
-    # A socket's data is set just after it registers: a listing may catch it without.
+    # Data comes from the client's socket: do not trust its shape.
     name = data.get("name") if isinstance(data, Mapping) else None
     return name if isinstance(name, str) else None
 

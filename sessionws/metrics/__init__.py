@@ -22,3 +22,9 @@ from __future__ import annotations
 from sessionws.metrics._spec import CLOSE_DURATION_BUCKETS, DROP_REASONS, METRICS, MetricSpec
 
 __all__ = ("CLOSE_DURATION_BUCKETS", "DROP_REASONS", "METRICS", "MetricSpec")
+
+# Public names say where to import them from (tracebacks, reprs, pickles), as anyio's do.
+for _value in list(globals().values()):
+    if getattr(_value, "__module__", "").startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _value

@@ -40,6 +40,8 @@ METRICS: tuple[MetricSpec, ...] = (
                "Commands waiting in the outbox for the broker to return."),
     MetricSpec("members", "count", "sessionws_members", "sessionws.members", "{node}",
                "Other nodes of the cluster heard from recently (heartbeats)."),
+    MetricSpec("silent_members", "count", "sessionws_silent_members", "sessionws.members.silent", "{node}",
+               "Nodes that fell silent without a goodbye and are still expected (paused, cut off or dead)."),
     MetricSpec("broker_connected", "state", "sessionws_broker_connected", "sessionws.broker.connected",
                "1", "1 while the broker is connected, else 0."),
     MetricSpec("healthy", "state", "sessionws_healthy", "sessionws.healthy", "1",

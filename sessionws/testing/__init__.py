@@ -30,3 +30,9 @@ __all__ = (
     "wait_sent",
     "wait_until",
 )
+
+# Public names say where to import them from (tracebacks, reprs, pickles), as anyio's do.
+for _value in list(globals().values()):
+    if getattr(_value, "__module__", "").startswith(f"{__name__}._"):
+        _value.__module__ = __name__
+del _value

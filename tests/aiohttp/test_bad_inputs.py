@@ -76,6 +76,33 @@ async def test_invalid_arguments_in_a_handler_fail_before_anything_changes() -> 
     assert outcomes == ["ValueError", "ValueError", "kept"]
 
 
+async def test_arguments_are_checked_whether_or_not_the_session_has_an_id() -> None:
+    outcomes: list[str] = []
+
+    async def handle_bad_calls(request: web.Request) -> web.Response:
+        outcomes.append(f"id: {await sw.get_session_ws_id(request)}")
+        for call in (
+            sw.close_all_session_ws(request, code=999),
+            sw.revoke_session_ws(request, reason="x" * 124),
+            sw.revoke_session_ws(request, ttl=0),
+            sw.send_session_ws(request, 42),  # type: ignore[arg-type]
+            sw.schedule_close_all_session_ws(request, "response"),  # type: ignore[arg-type]
+            sw.schedule_close_all_ws(request, web.Response(), ""),
+            sw.members_session_ws(request, limit=0),
+        ):
+            try:
+                await call
+            except (TypeError, ValueError) as error:
+                outcomes.append(type(error).__name__)
+        return web.Response()
+
+    app = make_app(fast_registry(), middleware=None, extra_routes=[web.get("/bad", handle_bad_calls)])
+    async with serve(app) as server, Browser() as browser:
+        assert (await browser.get(server, "/bad"))[0] == 200
+    errors = ["ValueError", "ValueError", "ValueError", "TypeError", "TypeError", "ValueError", "ValueError"]
+    assert outcomes == ["id: None", *errors]
+
+
 async def test_garbage_frames_close_only_the_offending_socket() -> None:
     registry = fast_registry()
     async with serve(make_app(registry)) as server, Browser() as browser:

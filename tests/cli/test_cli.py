@@ -6,6 +6,7 @@ run in this process and hold recording connections, so the tests see what client
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from sessionws import CLOSE_REVOKED, SessionRegistry
 from sessionws._cli import EXIT_NO_NODES
 from tests._helpers import wait_for
 from tests._nats_servers import NatsServer
+from tests._plugins import install_transport_plugin
 from tests._ports import free_port
 from tests._redis_servers import RedisServer
 from tests.cli.helpers import HEARTBEAT, CliCluster, CliResult, run_cli, start_cluster, together
@@ -304,6 +306,34 @@ async def test_a_missing_extra_is_a_usage_error(tmp_path: Path) -> None:
     result = await run_cli("close", KEY, "--url", "redis://127.0.0.1:1", env={"PYTHONPATH": str(tmp_path)})
     assert result.code == 2, result.err
     assert "pip install 'sessionws[redis]'" in result.err
+
+
+async def test_any_transport_gets_the_connect_timeout_as_open_timeout(tmp_path: Path) -> None:
+    # A third-party transport: the command knows nothing of it but the shared option.
+    recorded = tmp_path / "options.json"
+    install_transport_plugin(
+        tmp_path,
+        "sessionws-pigeon",
+        "sessionws_pigeon",
+        "import json\n"
+        "from sessionws import MemoryTransport\n"
+        "def make(url, **options):\n"
+        f"    open({str(recorded)!r}, 'w').write(json.dumps(options))\n"
+        "    return MemoryTransport()\n",
+        {"pigeon": "sessionws_pigeon:make"},
+    )
+    result = await run_cli(
+        "nodes",
+        "--url",
+        "pigeon://coop",
+        "--connect-timeout",
+        "3.5",
+        "--wait",
+        "0.1",
+        env={"PYTHONPATH": str(tmp_path)},
+    )
+    assert result.code == 0, result.err
+    assert json.loads(recorded.read_text()) == {"open_timeout": 3.5}
 
 
 async def test_an_unreachable_broker_exits_3_at_its_first_refusal() -> None:

@@ -73,6 +73,7 @@ async def health(request: web.Request) -> web.Response:
         "healthy": registry.healthy,
         "live_nodes": sorted(registry.live_nodes()),
         "broker": registry.stats()["broker"],
+        "silent_nodes": registry.stats()["silent_members"],
         "pid": os.getpid(),
     }
     return web.json_response(body, status=200 if registry.healthy else 503)
@@ -153,8 +154,13 @@ async def revoke(request: web.Request) -> web.Response:
 
 
 async def rotate(request: web.Request) -> web.Response:
-    """Revoke the session's id everywhere and give the session a new one."""
-    return web.json_response({"session": await rotate_session_ws_id(request, ttl=_seconds(request, "ttl"))})
+    """Revoke the session's id everywhere and give the session a new one.
+
+    ``queued`` says whether the outbox held anything right after the revoke: the rotate
+    does not return the revoke's report, and a revoke that waits there dies with the node.
+    """
+    session = await rotate_session_ws_id(request, ttl=_seconds(request, "ttl"))
+    return web.json_response({"session": session, "queued": get_registry(request).stats()["outbox"] > 0})
 
 
 async def send(request: web.Request) -> web.Response:

@@ -99,7 +99,7 @@ def make_registry(config: NodeConfig, events: MembershipLog | None = None) -> Se
         options = {
             "reconnect_time_wait": config.reconnect_delay,
             "dont_randomize": True,
-            "connect_wait": 10.0,
+            "open_timeout": 10.0,
         }
     if config.command_timeout is not None:
         options["command_timeout" if scheme.startswith("redis") else "request_timeout"] = (

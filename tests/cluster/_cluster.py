@@ -152,7 +152,7 @@ class Cluster:
             process.resume()
         start_nodes([process for process in processes if not process.alive])
         try:
-            self.wait_membership(_SETTLE / 2)
+            self.wait_membership(SILENCE_WINDOW + _SETTLE / 2)
         except TimeoutError as error:
             # A node stuck unhealthy (a failed test found a bug) must not fail every
             # later test too: restart it, and say so.
@@ -176,7 +176,10 @@ class Cluster:
         healths = [node.health() for node in self.nodes]
         ids = {str(health["node"]) for health in healths}
         return all(
-            health["healthy"] and set(health["live_nodes"]) == ids - {health["node"]} for health in healths
+            health["healthy"]
+            and set(health["live_nodes"]) == ids - {health["node"]}
+            and not health.get("silent_nodes")  # a killed node's id is expected for its window
+            for health in healths
         )
 
     def wait_live(self, index: int, expected: set[str], timeout: float = _SETTLE) -> None:

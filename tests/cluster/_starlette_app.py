@@ -126,6 +126,7 @@ async def health(request: Request) -> JSONResponse:
         "healthy": registry.healthy,
         "live_nodes": sorted(registry.live_nodes()),
         "broker": registry.stats()["broker"],
+        "silent_nodes": registry.stats()["silent_members"],
         "pid": os.getpid(),
     }
     return JSONResponse(body, status_code=200 if registry.healthy else 503)

@@ -114,6 +114,29 @@ async def test_confirmed_close_is_incomplete_while_a_node_is_paused(
     await assert_closed(sockets[2:], CLOSE_DEFAULT)
 
 
+async def test_a_node_started_while_another_is_paused_expects_it(cluster: Cluster, clients: Clients) -> None:
+    """Node 1 restarts while node 3 is paused: it never hears node 3, but the answers to
+    its hello name it, so its confirmed close reports node 3 missing, not complete."""
+    node1, node3 = cluster.process(0), cluster.process(2)
+    browser = clients.browser()
+    session = await browser.login(1, new_user())
+    sockets = [await browser.connect(node) for node in (1, 2)]
+    ids = cluster.node_ids()
+
+    node3.pause()
+    try:
+        node1.kill()
+        await anyio.to_thread.run_sync(node1.spawn)
+        await anyio.to_thread.run_sync(node1.wait_ready)
+        report = await clients.close_key(0, session, confirm="1", timeout="0.5")
+    finally:
+        node3.resume()
+
+    assert not report["complete"], report
+    assert ids[2] in report["missing"], report
+    await assert_closed(sockets, CLOSE_DEFAULT)
+
+
 async def test_confirmed_close_is_complete_again_once_a_dead_node_left(
     cluster: Cluster, clients: Clients
 ) -> None:

@@ -8,12 +8,14 @@ silent nodes without an event, or calls a close complete without their answer.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import pytest
 
-from sessionws import Event, Marker, MemoryHub, MemoryTransport, SessionRegistry, TransportError
+from sessionws import Event, MemoryHub, MemoryTransport, SessionRegistry, TransportError
 from sessionws._wire import Command, WireCodec
+from sessionws.transport import Marker
 from tests._helpers import FAST, wait_for
 from tests.core.helpers import RecordingConnection, cluster, settle
 
@@ -170,6 +172,92 @@ async def test_a_confirmed_close_is_not_complete_while_a_silent_node_may_hold_so
         assert not complete
         nodes.transport(2).restore()
         await wait_for(lambda: held.close_code == 1000, timeout=5)  # reconciled from the marker
+
+
+async def test_a_node_that_starts_after_another_fell_silent_still_expects_it() -> None:
+    """The newcomer never heard the silent node's heartbeats; the answers to its hello
+    name it, so a confirmed close reports it missing instead of complete."""
+    async with cluster(3) as nodes:
+        held = RecordingConnection()
+        await nodes[2].register(held, "session-a")
+        nodes.transport(2).cut()
+        await wait_for(lambda: "node2" not in nodes[0].live_nodes(), timeout=5)
+        async with SessionRegistry(MemoryTransport(nodes.hub), node_id="late", **FAST) as late:
+            report = await late.close_all("session-a", confirm=True, timeout=0.3)
+            assert not report.complete
+            assert report.missing == frozenset({"node2"})
+        nodes.transport(2).restore()
+        await wait_for(lambda: held.close_code == 1000, timeout=5)
+
+
+async def test_a_node_back_from_a_cut_expects_the_nodes_that_fell_silent_meanwhile() -> None:
+    """While node 0 was cut off, another node came, took a socket and fell silent: node 0
+    never heard it. Back, it learns it from node 1's answer to its hello."""
+    async with cluster(2) as nodes:
+        nodes.transport(0).cut()
+        await wait_for(lambda: not nodes[0].healthy)
+        transport = MemoryTransport(nodes.hub)
+        async with SessionRegistry(transport, node_id="brief", **FAST) as brief:
+            held = RecordingConnection()
+            await brief.register(held, "session-a")
+            await wait_for(lambda: "brief" in nodes[1].live_nodes())
+            transport.cut()
+            await wait_for(lambda: "brief" not in nodes[1].live_nodes(), timeout=5)
+            nodes.transport(0).restore()
+            await wait_for(lambda: nodes[0].healthy, timeout=5)
+            report = await nodes[0].close_all("session-a", confirm=True, timeout=0.3)
+            assert not report.complete
+            assert "brief" in report.missing
+            _, complete = await nodes[0].count("session-a", timeout=0.3)
+            assert not complete
+
+
+async def test_a_nodes_own_outage_does_not_count_as_the_silence_of_others() -> None:
+    """Node 1 holds a socket and falls silent; then node 0 is cut off for longer than the
+    silence window (0.6 s). Node 0 heard nothing meanwhile, from anyone: back, it still
+    expects node 1 for the rest of its window."""
+    async with cluster(2, heartbeat_interval=0.02) as nodes:
+        held = RecordingConnection()
+        await nodes[1].register(held, "session-a")
+        nodes.transport(1).cut()
+        await wait_for(lambda: "node1" not in nodes[0].live_nodes(), timeout=5)
+        nodes.transport(0).cut()
+        await settle(1.0)
+        nodes.transport(0).restore()
+        await wait_for(lambda: nodes[0].healthy, timeout=5)
+        report = await nodes[0].close_all("session-a", confirm=True, timeout=0.2)
+        assert not report.complete
+        assert report.missing == frozenset({"node1"})
+        nodes.transport(1).restore()
+        await wait_for(lambda: held.close_code == 1000, timeout=5)
+
+
+async def test_a_paused_process_does_not_count_its_pause_as_the_silence_of_others() -> None:
+    """The whole process stops for longer than the silence window (SIGSTOP, a long GC, a
+    starved loop; here a blocking sleep): a node that was silent before still counts."""
+    events: list[Event] = []
+    async with cluster(2, heartbeat_interval=0.02, on_event=events.append) as nodes:
+        await nodes[1].register(RecordingConnection(), "session-a")
+        nodes.transport(1).cut()
+        await wait_for(
+            lambda: any(e.name == "member_left" and e.detail.get("node") == "node1" for e in events)
+        )
+        time.sleep(1.0)  # noqa: ASYNC251 - the pause under test
+        await settle(0.1)
+        report = await nodes[0].close_all("session-a", confirm=True, timeout=0.2)
+        assert not report.complete
+        assert report.missing == frozenset({"node1"})
+
+
+async def test_a_heartbeat_with_a_malformed_silent_list_counts_and_is_dropped() -> None:
+    async with cluster(2) as nodes:
+        for data in ("not json", '["a"]', '{"a": "soon"}', '{"a.b": 1}', '{"a": NaN}'):
+            beat = Command("beat", "node1", interval=0.05, data=data)
+            nodes[0].message_received(nodes[0].names.control, WireCodec().encode(beat))
+        assert nodes[0].stats()["dropped_by_reason"]["malformed"] >= 5
+        assert "node1" in nodes[0].live_nodes()  # the beat itself still counts
+        report = await nodes[0].close_all("session-a", confirm=True, timeout=0.3)
+        assert report.complete
 
 
 async def test_a_silent_node_is_forgotten_after_its_window() -> None:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import MutableMapping
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from sessionws import (
     transport_from_url,
     validate_close,
 )
+from sessionws.transport import ENTRY_POINT_GROUP
 from tests._helpers import FAST, wait_for
+from tests._plugins import install_transport_plugin
 from tests.core.helpers import RecordingConnection
 
 pytestmark = pytest.mark.anyio
@@ -257,6 +260,68 @@ def test_third_party_transports_plug_in_through_entry_points(
     transport = transport_from_url("pigeon://coop/7")
     assert getattr(transport, "url", None) == "pigeon://coop/7"
     assert "pigeon" in known_schemes()
+
+
+def test_the_built_in_transports_are_registered_as_entry_points() -> None:
+    ours = {
+        entry.name: entry
+        for entry in entry_points(group=ENTRY_POINT_GROUP)
+        if entry.dist is not None and entry.dist.name == "sessionws"
+    }
+    assert sorted(ours) == [
+        "nats",
+        "redis",
+        "redis+cluster",
+        "redis+sentinel",
+        "rediss",
+        "rediss+cluster",
+        "rediss+sentinel",
+        "tls",
+    ]
+    assert {(entry.module, tuple(entry.extras)) for entry in ours.values()} == {
+        ("sessionws_redis", ("redis",)),
+        ("sessionws_nats", ("nats",)),
+    }
+    assert set(ours) < set(known_schemes())
+
+
+def test_the_core_names_no_broker_package() -> None:
+    core = Path(sessionws.__file__).parent
+    for path in core.rglob("*.py"):
+        text = path.read_text()
+        assert "sessionws_redis" not in text and "sessionws_nats" not in text, path
+
+
+def test_a_plugin_that_cannot_import_names_its_own_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    install_transport_plugin(
+        tmp_path,
+        "sessionws-pigeon",
+        "sessionws_pigeon",
+        "import carrier_pigeon_client\n",
+        {"pigeon": "sessionws_pigeon:make [pigeon]", "owl": "sessionws_pigeon:make"},
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        ImportError,
+        match=r"pigeon:// transport needs the 'pigeon' extra: pip install 'sessionws-pigeon\[pigeon\]'",
+    ):
+        transport_from_url("pigeon://coop")
+    with pytest.raises(ImportError, match=r"owl:// transport \(sessionws_pigeon:make\) cannot be imported"):
+        transport_from_url("owl://coop")
+
+
+def test_a_plugin_cannot_take_a_built_in_scheme_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    install_transport_plugin(
+        tmp_path,
+        "redis-hijack",
+        "redis_hijack",
+        "def make(url, **options):\n    raise AssertionError('the plugin was used')\n",
+        {"redis": "redis_hijack:make"},
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert type(transport_from_url("redis://localhost")).__name__ == "RedisTransport"
 
 
 def test_public_names_are_exported_as_a_tuple() -> None:

@@ -116,7 +116,7 @@ async def test_a_logout_on_one_node_closes_the_sessions_sockets_on_both(
         assert await closed_with(socket_two, timeout=10) == (CLOSE_REVOKED, "session revoked")
 
 
-@pytest.mark.slow  # the Redis transport keeps trying for its connect_timeout (10 s)
+@pytest.mark.slow  # the Redis transport keeps trying for its open_timeout (10 s)
 async def test_an_unreachable_broker_is_said_in_two_lines_not_a_traceback() -> None:
     broker = f"redis://127.0.0.1:{free_port()}/0"
     results: dict[str, tuple[int | None, str]] = {}

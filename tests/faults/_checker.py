@@ -85,7 +85,7 @@ class Checker:
             for verb in verbs:
                 if verb.detail.get("key") not in tracked.keys or self._since(tracked) >= verb.start:
                     continue
-                queued = bool(verb.answer.get("queued")) or verb.what == "rotate"
+                queued = bool(verb.answer.get("queued"))
                 if queued and self.history.node_killed_after(verb.target, verb.start):
                     continue  # its outbox died with the node: a documented loss
                 bug = "bug 1" if verb.answer.get("queued") else "new"
@@ -129,10 +129,10 @@ class Checker:
     def _revocation_lost(self, revoke: Entry, until: float) -> bool:
         """Whether nothing may know ``revoke`` any more at ``until``: its node died while
         it sat in the outbox, or died and the broker lost its data afterwards."""
-        if not self.history.node_killed_after(revoke.target, revoke.start):
+        if not self.history.node_killed_after(revoke.target, revoke.start, until):
             return False
-        if revoke.answer.get("queued") or revoke.what == "rotate":
-            return True  # a rotate does not say whether it was queued
+        if revoke.answer.get("queued"):
+            return True  # the test node's rotate says whether its revoke waits in the outbox
         return any(revoke.start <= (loss.end or 0) <= until for loss in self.history.data_losses())
 
     @staticmethod
@@ -159,7 +159,9 @@ class Checker:
             if self._probed_cut_off(tracked):
                 continue  # checked by _revoked_left_open
             issuer = revoke.target
-            queued = revoke.answer.get("queued") or revoke.what == "rotate"
+            queued = revoke.answer.get("queued")
+            if queued and self.history.node_killed_after(issuer, revoke.start, probe.start):
+                continue  # its node died while it waited in the outbox: a documented loss
             if queued and node != issuer and self.history.broker_disrupted(issuer, revoke.start, probe.start):
                 continue  # the marker waits in the issuer's outbox
             losses = [

@@ -106,9 +106,12 @@ class History:
             entry.overlaps(start, end) for entry in self.faults("node-pause", "node-kill", target=node)
         )
 
-    def node_killed_after(self, node: str, start: float) -> bool:
-        """Whether ``node`` was down at ``start`` or killed later."""
-        return any(entry.end is None or entry.end >= start for entry in self.faults("node-kill", target=node))
+    def node_killed_after(self, node: str, start: float, until: float | None = None) -> bool:
+        """Whether ``node`` was down at ``start`` or killed later (before ``until``)."""
+        return any(
+            (entry.end is None or entry.end >= start) and (until is None or entry.start <= until)
+            for entry in self.faults("node-kill", target=node)
+        )
 
     def broker_disrupted(self, node: str, start: float, end: float) -> bool:
         """Whether ``node``'s broker link was down or frozen at some time in ``[start, end]``,

@@ -15,7 +15,7 @@ from tests._nats_servers import NatsServer
 FAST_RECONNECT: dict[str, Any] = {
     "reconnect_time_wait": 0.05,
     "connect_timeout": 1,
-    "connect_wait": 3.0,
+    "open_timeout": 3.0,
     "poll_interval": 0.05,
     "request_timeout": 2.0,
     "shutdown_timeout": 2.0,

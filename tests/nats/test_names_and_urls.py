@@ -76,11 +76,11 @@ def test_keyword_options_win_over_the_query() -> None:
 
 def test_every_transport_option_can_be_set_in_the_url() -> None:
     transport = NatsTransport.from_url(
-        "nats://a?request_timeout=2.5&connect_wait=1&poll_interval=0.2&shutdown_timeout=3"
+        "nats://a?request_timeout=2.5&open_timeout=1&poll_interval=0.2&shutdown_timeout=3"
         "&shared_dispatch=false&max_payload=4096&interest_grace=0.5&reconnect_time_wait=0.25"
     )
     assert transport._request_timeout == 2.5
-    assert (transport._connect_wait, transport._poll_interval, transport._shutdown_timeout) == (1.0, 0.2, 3.0)
+    assert (transport._open_timeout, transport._poll_interval, transport._shutdown_timeout) == (1.0, 0.2, 3.0)
     assert transport._shared_dispatch is False
     assert transport.max_payload == 4096
     assert transport.interest_grace == 0.5
@@ -140,3 +140,22 @@ def test_bad_constructor_arguments() -> None:
         NatsTransport(servers=["nats://a"], connect_options={"servers": ["nats://b"]})
     with pytest.raises(TypeError, match="a NATS URL must be a str"):
         NatsTransport.from_url(b"nats://a")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("url", "options"),
+    [("nats://a?connect_wait=1.5", {}), ("nats://a", {"connect_wait": 1.5})],
+)
+def test_connect_wait_is_the_deprecated_name_of_open_timeout(url: str, options: dict[str, float]) -> None:
+    with pytest.warns(DeprecationWarning, match="'connect_wait' is deprecated: use 'open_timeout'"):
+        transport = NatsTransport.from_url(url, **options)
+    assert transport._open_timeout == 1.5
+    with pytest.warns(DeprecationWarning, match="connect_wait"):
+        both = NatsTransport.from_url(url, **options, open_timeout=2)
+    assert both._open_timeout == 2.0
+    assert NatsTransport.from_url("nats://a")._open_timeout == 5.0
+
+
+def test_the_nats_connect_timeout_still_goes_to_nats_connect() -> None:
+    transport = NatsTransport.from_url("nats://a?connect_timeout=1", open_timeout=3)
+    assert (transport._connect_options["connect_timeout"], transport._open_timeout) == (1.0, 3.0)

@@ -112,7 +112,7 @@ async def test_broker_down_at_start_then_up(nats_binary: NatsServerBinary) -> No
     server = NatsServer(nats_binary)
     try:
         handler = RecordingHandler()
-        node = make_transport(server.url, connect_wait=0.2)
+        node = make_transport(server.url, open_timeout=0.2)
         async with node.open(handler):
             assert not node.connected
             assert node.identity == ""

@@ -80,10 +80,20 @@ async def test_bad_targets_keys_and_data() -> None:
             await send_ws(request, "abc", 42)  # type: ignore[arg-type]
 
 
-async def test_session_ws_wants_an_iterable_of_keys() -> None:
+async def test_session_ws_wants_a_key_or_an_iterable_of_keys_and_small_data() -> None:
+    # Checked before anything else (a str is one key: see tests/starlette/test_socket_verbs.py).
     websocket = WebSocket({"type": "websocket", "headers": []}, _never_receive, _never_send)
     with pytest.raises(TypeError, match="iterable of str"):
-        async with session_ws(websocket, "room-1"):
+        async with session_ws(websocket, 42):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(ValueError, match="at most 256 keys"):
+        async with session_ws(websocket, [f"room:{number}" for number in range(256)]):
+            pass
+    with pytest.raises(ValueError, match="4096"):
+        async with session_ws(websocket, data={"name": "x" * 5000}):
+            pass
+    with pytest.raises(TypeError, match="JSON"):
+        async with session_ws(websocket, data={"when": object()}):
             pass
 
 

@@ -33,7 +33,7 @@ __all__ = ("BACKENDS", "Backend", "Node", "Recorder", "channel_name", "open_node
 FAST_RECONNECT: dict[str, Any] = {
     "reconnect_min_delay": 0.01,
     "reconnect_max_delay": 0.1,
-    "connect_timeout": 5.0,
+    "open_timeout": 5.0,
     "command_timeout": 5.0,
 }
 
@@ -210,7 +210,7 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {
 
 
 class Recorder:
-    """A :class:`~sessionws.TransportHandler` that remembers what it was told."""
+    """A :class:`~sessionws.transport.TransportHandler` that remembers what it was told."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, bytes]] = []

@@ -1,6 +1,6 @@
 """The transport contract: every transport passes these tests unchanged.
 
-The contract itself is the docstring of :class:`sessionws.Transport`; the brokers
+The contract itself is the docstring of :class:`sessionws.transport.Transport`; the brokers
 are listed in ``_backends.py``.
 """
 

@@ -66,7 +66,7 @@ async def test_a_client_must_return_bytes(redis_server: RedisServer) -> None:
 
 async def test_open_raises_transport_error_when_redis_is_unreachable() -> None:
     transport = RedisTransport.from_url(
-        f"redis://127.0.0.1:{free_port()}", **{**FAST_RECONNECT, "connect_timeout": 0.3}
+        f"redis://127.0.0.1:{free_port()}", **{**FAST_RECONNECT, "open_timeout": 0.3}
     )
     with pytest.raises(TransportError, match="cannot connect"):
         async with transport.open(Recorder()):
@@ -145,7 +145,7 @@ async def test_a_failing_handler_does_not_silence_the_listener(
     publisher = RedisTransport.from_url(redis_server.url)
     client = Redis.from_url(redis_server.url)
     try:
-        with caplog.at_level(logging.ERROR, logger="sessionws_redis"):
+        with caplog.at_level(logging.ERROR, logger="sessionws.redis"):
             async with transport.open(handler), publisher.open(Recorder()):
                 await transport.subscribe([channel])
                 for payload in (b"first", b"second"):
@@ -260,7 +260,7 @@ async def test_resubscribe_after_restart_covers_channels_added_meanwhile(redis_s
 
 async def test_cluster_open_raises_transport_error_when_unreachable() -> None:
     url = f"redis+cluster://127.0.0.1:{free_port()}"
-    transport = RedisClusterTransport.from_url(url, **{**FAST_RECONNECT, "connect_timeout": 0.3})
+    transport = RedisClusterTransport.from_url(url, **{**FAST_RECONNECT, "open_timeout": 0.3})
     with pytest.raises(TransportError, match=r"cluster discovery|did not answer"):
         async with transport.open(Recorder()):
             raise AssertionError("open() must not succeed without a broker")

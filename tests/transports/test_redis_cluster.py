@@ -127,12 +127,12 @@ async def test_a_migrated_slot_is_followed_to_its_new_primary(cluster: RedisClus
 async def test_a_node_that_starts_while_the_cluster_restarts_waits_for_it(
     cluster: RedisClusterServers,
 ) -> None:
-    """Opening while every master is down keeps trying for ``connect_timeout``, as the
+    """Opening while every master is down keeps trying for ``open_timeout``, as the
     standalone transport does: a node restarted during a broker outage comes up."""
     backend = RedisClusterBackend(cluster)
     await backend.kill()
     try:
-        transport = backend.make_transport(connect_timeout=20)
+        transport = backend.make_transport(open_timeout=20)
         node = Node(transport)
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(backend.restart)

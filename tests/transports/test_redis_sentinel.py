@@ -164,7 +164,7 @@ def failover_group() -> Iterator[SentinelGroup]:
 def fast_url(group: SentinelGroup) -> str:
     """The group's URL with quick reconnects and master checks, set in the query."""
     return (
-        f"{group.url}?reconnect_min_delay=0.01&reconnect_max_delay=0.1&connect_timeout=5"
+        f"{group.url}?reconnect_min_delay=0.01&reconnect_max_delay=0.1&open_timeout=5"
         "&command_timeout=5&failover_check_interval=0.2"
     )
 

@@ -7,6 +7,8 @@ and anything unknown is refused when the transport is built, not inside ``open()
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import redis
@@ -47,9 +49,9 @@ def test_keywords_win_over_the_query_for_transport_options() -> None:
 
 
 def test_the_cluster_url_takes_the_same_options() -> None:
-    transport = transport_from_url("redis+cluster://h:7000?prefix=myapp&connect_timeout=3&socket_timeout=2")
+    transport = transport_from_url("redis+cluster://h:7000?prefix=myapp&open_timeout=3&socket_timeout=2")
     assert isinstance(transport, RedisClusterTransport)
-    assert (transport._options.prefix, transport._options.connect_timeout) == ("myapp", 3.0)
+    assert (transport._options.prefix, transport._options.open_timeout) == ("myapp", 3.0)
     assert transport._client.nodes_manager.connection_kwargs["socket_timeout"] == 2.0
     tls = transport_from_url("rediss+cluster://h:7000?prefix=secure")
     assert isinstance(tls, RedisClusterTransport)
@@ -116,3 +118,28 @@ async def test_a_cluster_registry_url_with_a_prefix(redis_cluster: RedisClusterS
         await wait_for(lambda: connection.close_code == 1000)
     owner = redis_cluster.server_for("{clusterapp}:sequence")
     assert redis.Redis(host=owner.host, port=owner.port).exists("{clusterapp}:sequence")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RedisTransport.from_url("redis://h/0?connect_timeout=3"),
+        lambda: RedisTransport.from_url("redis://h/0", connect_timeout=3),
+        lambda: transport_from_url("redis+cluster://h:7000?connect_timeout=3"),
+        lambda: transport_from_url("redis+sentinel://h:26379/mymaster", connect_timeout=3),
+    ],
+)
+def test_connect_timeout_is_the_deprecated_name_of_open_timeout(make: Callable[[], Any]) -> None:
+    with pytest.warns(DeprecationWarning, match="'connect_timeout' is deprecated: use 'open_timeout'"):
+        transport = make()
+    assert transport._options.open_timeout == 3.0
+
+
+def test_open_timeout_wins_over_its_old_name_and_only_the_new_one_is_offered() -> None:
+    with pytest.warns(DeprecationWarning, match="connect_timeout"):
+        transport = RedisTransport.from_url("redis://h/0?connect_timeout=3", open_timeout=4)
+    assert transport._options.open_timeout == 4.0
+    with pytest.raises(ValueError, match="unknown option 'open_timout'") as caught:
+        RedisTransport.from_url("redis://h/0", open_timout=4)
+    assert "'open_timeout'" in str(caught.value)
+    assert "connect_timeout" not in str(caught.value)
