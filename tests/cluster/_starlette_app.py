@@ -1,6 +1,7 @@
 """The node app on Starlette (under uvicorn), through ``sessionws_starlette``.
 
-It serves the same endpoints as the aiohttp node (the benchmark-only ones excepted),
+It serves the same endpoints as the aiohttp node (``/rotate``, ``/events`` and the
+benchmark's excepted; ``test_node_apps.py`` holds them to it),
 and reads and writes the *same session cookie*: aiohttp-session's ``SimpleCookieStorage``
 format (``AIOHTTP_SESSION`` = JSON ``{"created": ..., "session": {...}}``). So a browser
 logged in on an aiohttp node opens websockets on a Starlette node of the same cluster,
