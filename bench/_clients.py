@@ -24,26 +24,34 @@ import time
 import aiohttp
 
 
-def _answer(line: str) -> None:
+def answer(line: str) -> None:
+    """One answer line on standard output (flushed: the benchmark waits for it)."""
     sys.stdout.write(line + "\n")
     sys.stdout.flush()
 
 
-async def _closed_at(ws: aiohttp.ClientWebSocketResponse) -> float:
+async def commands() -> asyncio.StreamReader:
+    """Standard input, where the benchmark writes its commands."""
+    reader = asyncio.StreamReader()
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+async def closed_at(ws: aiohttp.ClientWebSocketResponse) -> float:
+    """When ``ws`` saw its CLOSE."""
     async for _ in ws:
         pass
     return time.monotonic()  # CLOSE arrived: the loop ended
 
 
 async def _report_when_closed(sockets: list[aiohttp.ClientWebSocketResponse]) -> None:
-    times = await asyncio.gather(*(_closed_at(ws) for ws in sockets))
-    _answer(f"closed {max(times)!r}")
+    times = await asyncio.gather(*(closed_at(ws) for ws in sockets))
+    answer(f"closed {max(times)!r}")
 
 
 async def serve(node: str) -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    reader = await commands()
     watchers: set[asyncio.Task[None]] = set()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -55,13 +63,13 @@ async def serve(node: str) -> None:
                     *(http.ws_connect(f"{node}/ws", headers=headers) for _ in range(int(count)))
                 )
                 await asyncio.gather(*(ws.receive_json() for ws in sockets))  # registered: the hello
-                _answer("ready")
+                answer("ready")
             elif command == "raw":
                 sockets = await asyncio.gather(
                     *(http.ws_connect(f"{node}/raw-ws") for _ in range(int(count)))
                 )
                 tokens = [(await ws.receive_json())["id"] for ws in sockets]
-                _answer("ready " + " ".join(tokens))
+                answer("ready " + " ".join(tokens))
             else:
                 raise SystemExit(f"unknown command {command!r}")
             watcher = asyncio.create_task(_report_when_closed(sockets))

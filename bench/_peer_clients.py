@@ -24,27 +24,16 @@ The clients run on uvloop when it is installed (the same loop for every server m
 from __future__ import annotations
 
 import asyncio
-import sys
 import time
 
 import aiohttp
 
+from bench._clients import answer, closed_at, commands
 from bench._loops import run
 
 #: engine.io 4 packets (text): open, ping, pong, message+connect, message+disconnect.
 EIO_OPEN, EIO_PING, EIO_PONG = "0", "2", "3"
 SIO_CONNECT, SIO_DISCONNECT, SIO_EVENT = "40", "41", "42"
-
-
-def _answer(line: str) -> None:
-    sys.stdout.write(line + "\n")
-    sys.stdout.flush()
-
-
-async def _closed_at(ws: aiohttp.ClientWebSocketResponse) -> float:
-    async for _ in ws:
-        pass
-    return time.monotonic()  # CLOSE arrived: the loop ended
 
 
 async def _socketio_told_at(ws: aiohttp.ClientWebSocketResponse) -> float:
@@ -79,13 +68,11 @@ async def _socketio_open(
 
 async def _report_when_told(watchers: list[asyncio.Task[float]]) -> None:
     times = await asyncio.gather(*watchers)
-    _answer(f"closed {max(times)!r}")
+    answer(f"closed {max(times)!r}")
 
 
 async def serve() -> None:
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    reader = await commands()
     reporters: set[asyncio.Task[None]] = set()
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
@@ -97,19 +84,19 @@ async def serve() -> None:
                     *(http.ws_connect(f"{url}/ws", headers={"Cookie": cookie}) for _ in range(count))
                 )
                 await asyncio.gather(*(ws.receive_json() for ws in sockets))  # registered: the hello
-                watchers = [asyncio.ensure_future(_closed_at(ws)) for ws in sockets]
-                _answer("ready")
+                watchers = [asyncio.ensure_future(closed_at(ws)) for ws in sockets]
+                answer("ready")
             elif words[0] == "open" and words[1] == "socketio":
                 url, count, session = words[2], int(words[3]), words[4]
                 sockets = await asyncio.gather(*(_socketio_open(http, url, session) for _ in range(count)))
                 watchers = [asyncio.ensure_future(_socketio_told_at(ws)) for ws in sockets]
-                _answer("ready")
+                answer("ready")
             elif words[0] == "raw":
                 url, count = words[1], int(words[2])
                 sockets = await asyncio.gather(*(http.ws_connect(f"{url}/raw-ws") for _ in range(count)))
                 tokens = [(await ws.receive_json())["id"] for ws in sockets]
-                watchers = [asyncio.ensure_future(_closed_at(ws)) for ws in sockets]
-                _answer("ready " + " ".join(tokens))
+                watchers = [asyncio.ensure_future(closed_at(ws)) for ws in sockets]
+                answer("ready " + " ".join(tokens))
             else:
                 raise SystemExit(f"unknown command {line!r}")
             reporter = asyncio.create_task(_report_when_told(watchers))

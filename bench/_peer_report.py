@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench._results import replace_doc_block
 from bench.cluster import summary
 
 __all__ = ("DOC_END", "DOC_START", "ratios", "system_result", "table", "write_doc")
@@ -179,11 +180,4 @@ def write_doc(path: Path, results: dict[str, Any]) -> None:
         f"{meta['iterations']['1']} rounds with 1 socket per node, {meta['iterations']['50']} with 50.\n\n"
         f"{table(results)}\n{DOC_END}"
     )
-    text = path.read_text() if path.exists() else ""
-    if DOC_START in text and DOC_END in text:
-        before, _, rest = text.partition(DOC_START)
-        _, _, after = rest.partition(DOC_END)
-        text = before + block + after
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_doc_block(path, DOC_START, DOC_END, block)

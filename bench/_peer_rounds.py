@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 import nats
 
-from bench.cluster import Child
+from bench.cluster import Child, NodeClients
 
 __all__ = (
     "KV_SUBJECT",
@@ -42,33 +42,13 @@ class System:
 
 
 # ---------------------------------------------------------------------- clients
-class Clients:
-    """The clients of node index 1, 2 and 3, one process each (``bench._peer_clients``)."""
-
-    def __init__(self, processes: list[Child]) -> None:
-        self.processes = processes
+class Clients(NodeClients):
+    """The clients of node index 1, 2 and 3, one process each (``bench._peer_clients``:
+    sessionws's and Socket.IO's sockets)."""
 
     @classmethod
-    async def start(cls) -> Clients:
+    async def start_peers(cls) -> Clients:
         return cls([await Child.start("-m", "bench._peer_clients") for _ in range(3)])
-
-    async def ask(self, index: int, command: str) -> list[str]:
-        process = self.processes[index]
-        process.write_line(command)
-        answer = (await process.read_line()).split()
-        if not answer or answer[0] != "ready":
-            raise RuntimeError(f"the clients of node {index + 1} answered {answer!r} to {command!r}")
-        return answer[1:]
-
-    async def told(self, index: int) -> float:
-        answer = (await self.processes[index].read_line()).split()
-        if len(answer) != 2 or answer[0] != "closed":
-            raise RuntimeError(f"the clients of node {index + 1} answered {answer!r}")
-        return float(answer[1])
-
-    async def close(self) -> None:
-        for process in self.processes:
-            await process.stop()
 
 
 async def gather(*awaitables: Awaitable[Any]) -> list[Any]:
@@ -125,7 +105,7 @@ async def close_round(
     async with http.post(f"{first}{system.close_path}", params={"key": session}) as response:
         called_at = float((await response.json())["called_at"])
     returned = time.monotonic()
-    told = await gather(*(clients.told(index) for index in range(3)))
+    told = await gather(*(clients.closed(index) for index in range(3)))
     result = {
         "last": max(told) - called_at,
         "node1": told[0] - called_at,
@@ -156,7 +136,7 @@ async def websocket_close_round(http: aiohttp.ClientSession, clients: Clients, n
     (token,) = await clients.ask(0, f"raw {node} 1")
     async with http.post(f"{node}/raw-close", params={"id": token}) as response:
         called_at = float((await response.json())["called_at"])
-    return await clients.told(0) - called_at
+    return await clients.closed(0) - called_at
 
 
 async def raw_closes_round(
@@ -170,5 +150,5 @@ async def raw_closes_round(
             return float((await response.json())["called_at"])
 
     called: list[float] = await gather(*(close_node(node) for node in nodes))
-    told: list[float] = await gather(*(clients.told(index) for index in range(3)))
+    told: list[float] = await gather(*(clients.closed(index) for index in range(3)))
     return max(told) - min(called)

@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests._redis_servers import free_port
+from tests._ports import free_port
 
 __all__ = ("SOCKETIO_DIR", "PeerUnavailableError", "SocketIONode", "ensure_installed")
 

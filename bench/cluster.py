@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import platform
 import statistics
@@ -45,6 +44,7 @@ import aiohttp
 import nats
 import redis.asyncio
 
+from bench._results import add_result_options, replace_doc_block, report, stored_results
 from tests._nats_servers import NatsServer, nats_server_binary
 from tests._redis_servers import running_redis
 from tests.cluster._nodes import NodeProcess, start_nodes, stop_nodes
@@ -429,14 +429,7 @@ def write_doc(path: Path, results: dict[str, Any]) -> None:
         f"Run {meta['date']} on {meta['machine']} ({meta['cpus']} CPUs), Python {meta['python']}, "
         f"{meta['iterations']} iterations per figure.\n\n{table(results)}\n{DOC_END}"
     )
-    text = path.read_text() if path.exists() else ""
-    if DOC_START in text and DOC_END in text:
-        before, _, rest = text.partition(DOC_START)
-        _, _, after = rest.partition(DOC_END)
-        text = before + block + after
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_doc_block(path, DOC_START, DOC_END, block)
 
 
 def main() -> None:
@@ -448,16 +441,10 @@ def main() -> None:
     parser.add_argument("--sockets", default="1,50", help="sockets of the session on each node")
     parser.add_argument("--register", type=int, default=5000, help="registrations per node")
     parser.add_argument("--batch", type=int, default=100, help="registrations in flight per node")
-    parser.add_argument("--json", type=Path, default=Path("bench/results/cluster.json"))
-    parser.add_argument("--doc", type=Path, default=None, help="rewrite the figures in this page")
-    parser.add_argument("--from-json", type=Path, default=None, help="no run: render this result file")
+    add_result_options(parser, "bench/results/cluster.json")
     options = parser.parse_args()
     options.sockets = [int(value) for value in options.sockets.split(",")]
-    if options.from_json is not None:
-        stored: dict[str, Any] = json.loads(options.from_json.read_text())
-        print(table(stored))
-        if options.doc is not None:
-            write_doc(options.doc, stored)
+    if stored_results(options, table, write_doc):
         return
     results: dict[str, Any] = {
         "run": {
@@ -472,11 +459,7 @@ def main() -> None:
     for kind in options.brokers.split(","):
         print(f"== {kind}", flush=True)
         results["brokers"][kind] = run_broker(kind, options)
-    print(table(results))
-    options.json.parent.mkdir(parents=True, exist_ok=True)
-    options.json.write_text(json.dumps(results, indent=2) + "\n")
-    if options.doc is not None:
-        write_doc(options.doc, results)
+    report(options, results, table, write_doc)
 
 
 if __name__ == "__main__":

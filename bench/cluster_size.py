@@ -21,9 +21,6 @@ the round of ``bench.peers``). Measured:
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +31,7 @@ import aiohttp
 from bench._bench_nodes import BenchNode
 from bench._loops import run
 from bench._peer_rounds import Clients, System, close_round
+from bench._results import add_result_options, replace_doc_block, report, run_facts, stored_results
 from bench.cluster import broker, summary
 from bench.connect_storm import cpu_seconds
 from tests.cluster._nodes import get_json, start_nodes, stop_nodes
@@ -50,7 +48,7 @@ def cpu_of(pids: list[int]) -> float:
 async def measure(system: System, others: list[int], iterations: int, least_seconds: float) -> dict[str, Any]:
     """``iterations`` closes (more until ``least_seconds`` have passed: the window must span
     several heartbeats), and the CPU the uninvolved nodes spent meanwhile."""
-    clients = await Clients.start()
+    clients = await Clients.start_peers()
     try:
         async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar()) as http:
             for _ in range(WARM_UP):
@@ -137,14 +135,7 @@ def write_doc(path: Path, results: dict[str, Any]) -> None:
         f"{meta['load_average_at_end'][0]:.1f} at the end), heartbeat {meta['heartbeat']} s, "
         f"{meta['iterations']} closes per size.\n\n{table(results)}\n{DOC_END}"
     )
-    text = path.read_text() if path.exists() else ""
-    if DOC_START in text and DOC_END in text:
-        before, _, rest = text.partition(DOC_START)
-        _, _, after = rest.partition(DOC_END)
-        text = before + block + after
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_doc_block(path, DOC_START, DOC_END, block)
 
 
 def main() -> None:
@@ -157,15 +148,9 @@ def main() -> None:
     parser.add_argument("--heartbeat", type=float, default=2.0, help="seconds (the library's default)")
     parser.add_argument("--idle-seconds", type=float, default=6.0, help="how long idle CPU is measured")
     parser.add_argument("--loop", default="auto", help="the nodes' event loop: auto, asyncio or uvloop")
-    parser.add_argument("--json", type=Path, default=Path("bench/results/cluster_size.json"))
-    parser.add_argument("--doc", type=Path, default=None, help="rewrite the figures in this page")
-    parser.add_argument("--from-json", type=Path, default=None, help="no run: render this result file")
+    add_result_options(parser, "bench/results/cluster_size.json")
     options = parser.parse_args()
-    if options.from_json is not None:
-        stored: dict[str, Any] = json.loads(options.from_json.read_text())
-        print(table(stored))
-        if options.doc is not None:
-            write_doc(options.doc, stored)
+    if stored_results(options, table, write_doc):
         return
     results: dict[str, Any] = {"brokers": {}}
     with tempfile.TemporaryDirectory(prefix="sessionws-size-") as directory:
@@ -175,21 +160,8 @@ def main() -> None:
                 for size in (int(value) for value in options.sizes.split(",")):
                     print(f"== {kind}, {size} nodes", flush=True)
                     results["brokers"][kind][str(size)] = run_size(kind, url, size, options, Path(directory))
-    results["run"] = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average_at_end": os.getloadavg(),
-        "heartbeat": options.heartbeat,
-        "iterations": options.iterations,
-        "loop": options.loop,
-    }
-    print(table(results))
-    options.json.parent.mkdir(parents=True, exist_ok=True)
-    options.json.write_text(json.dumps(results, indent=2) + "\n")
-    if options.doc is not None:
-        write_doc(options.doc, results)
+    results["run"] = run_facts(heartbeat=options.heartbeat, iterations=options.iterations, loop=options.loop)
+    report(options, results, table, write_doc)
 
 
 if __name__ == "__main__":

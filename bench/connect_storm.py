@@ -28,12 +28,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
-import platform
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +38,7 @@ import aiohttp
 
 from bench._bench_nodes import BenchNode
 from bench._loops import run, uvloop_installed
+from bench._results import add_result_options, replace_doc_block, report, run_facts, stored_results
 from bench.cluster import Child, broker
 from tests.cluster._nodes import get_json, start_nodes, stop_nodes
 
@@ -196,14 +194,7 @@ def write_doc(path: Path, results: dict[str, Any]) -> None:
         f"node loop {meta['loop']}, {meta['sockets']} sockets per storm, {meta['in_flight']} in flight, "
         f"{meta['repeats']} repeats.\n\n{table(results)}\n{DOC_END}"
     )
-    text = path.read_text() if path.exists() else ""
-    if DOC_START in text and DOC_END in text:
-        before, _, rest = text.partition(DOC_START)
-        _, _, after = rest.partition(DOC_END)
-        text = before + block + after
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    replace_doc_block(path, DOC_START, DOC_END, block)
 
 
 def run_all(options: argparse.Namespace) -> dict[str, Any]:
@@ -232,17 +223,9 @@ def run_all(options: argparse.Namespace) -> dict[str, Any]:
             results = run(measure(nodes, options, directory))
         finally:
             stop_nodes([node for _, node in processes])
-    results["run"] = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "python": platform.python_version(),
-        "machine": platform.machine(),
-        "cpus": os.cpu_count(),
-        "load_average_at_end": os.getloadavg(),
-        "loop": options.loop,
-        "sockets": options.sockets,
-        "in_flight": options.in_flight,
-        "repeats": options.repeats,
-    }
+    results["run"] = run_facts(
+        loop=options.loop, sockets=options.sockets, in_flight=options.in_flight, repeats=options.repeats
+    )
     return results
 
 
@@ -264,23 +247,13 @@ def main() -> None:
         metavar="SOURCE_TREE",
         help="also storm a node run from this copy of the repository (a change to measure)",
     )
-    parser.add_argument("--json", type=Path, default=Path("bench/results/connect_storm.json"))
-    parser.add_argument("--doc", type=Path, default=None, help="rewrite the figures in this page")
-    parser.add_argument("--from-json", type=Path, default=None, help="no run: render this result file")
+    add_result_options(parser, "bench/results/connect_storm.json")
     options = parser.parse_args()
-    if options.from_json is not None:
-        stored: dict[str, Any] = json.loads(options.from_json.read_text())
-        print(table(stored))
-        if options.doc is not None:
-            write_doc(options.doc, stored)
+    if stored_results(options, table, write_doc):
         return
     options.brokers = options.brokers.split(",")
     results = run_all(options)
-    print(table(results))
-    options.json.parent.mkdir(parents=True, exist_ok=True)
-    options.json.write_text(json.dumps(results, indent=2) + "\n")
-    if options.doc is not None:
-        write_doc(options.doc, results)
+    report(options, results, table, write_doc)
 
 
 if __name__ == "__main__":

@@ -32,9 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
-import platform
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -57,6 +54,7 @@ from bench._peer_rounds import (
     websocket_close_round,
 )
 from bench._profile import py_spy, summarize
+from bench._results import add_result_options, report, run_facts, stored_results
 from bench._socketio import SocketIONode, ensure_installed
 from bench.cluster import broker, floor_subscribers, publish_round, raw_publisher, summary
 from tests.cluster._nodes import get_json, start_nodes, stop_nodes
@@ -90,7 +88,7 @@ async def measure(
         nats_publish = await cleanup.enter_async_context(raw_publisher("nats", nats_url, "bench.floor"))
         kv_subscribers = await cleanup.enter_async_context(floor_subscribers("nats", nats_url, KV_SUBJECT))
         kv_put, kv_put_then_publish = await cleanup.enter_async_context(kv_publishers(nats_url))
-        clients = await Clients.start()
+        clients = await Clients.start_peers()
         cleanup.push_async_callback(clients.close)
         floors: dict[str, list[float]] = {}
         for per_node in options.sockets:
@@ -213,15 +211,10 @@ def run_all(options: argparse.Namespace) -> dict[str, Any]:
         else:
             floors = run(measure(systems, redis_url, nats_url, options))
     results: dict[str, Any] = {
-        "run": {
-            "date": time.strftime("%Y-%m-%d %H:%M"),
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpus": os.cpu_count(),
-            "load_average_at_end": os.getloadavg(),
-            "iterations": {"1": options.iterations, "50": options.iterations_50},
-            "clients_loop": "uvloop" if uvloop_installed() else "asyncio",
-        },
+        "run": run_facts(
+            iterations={"1": options.iterations, "50": options.iterations_50},
+            clients_loop="uvloop" if uvloop_installed() else "asyncio",
+        ),
         "floors": floors,
         "systems": {system.name: system_result(system) for system in systems},
     }
@@ -265,25 +258,15 @@ def main() -> None:
         help="also run each broker's cluster from this copy of the repository (a change to measure)",
     )
     parser.add_argument("--no-socketio", action="store_true", help="leave the peer out")
-    parser.add_argument("--json", type=Path, default=Path("bench/results/peers.json"))
-    parser.add_argument("--doc", type=Path, default=None, help="rewrite the figures in this page")
-    parser.add_argument("--from-json", type=Path, default=None, help="no run: render this result file")
+    add_result_options(parser, "bench/results/peers.json")
     options = parser.parse_args()
-    if options.from_json is not None:
-        stored: dict[str, Any] = json.loads(options.from_json.read_text())
-        print(table(stored))
-        if options.doc is not None:
-            write_doc(options.doc, stored)
+    if stored_results(options, table, write_doc):
         return
     options.sockets = [int(value) for value in options.sockets.split(",")]
     options.brokers = options.brokers.split(",")
     options.loops = options.loops.split(",")
     results = run_all(options)
-    print(table(results))
-    options.json.parent.mkdir(parents=True, exist_ok=True)
-    options.json.write_text(json.dumps(results, indent=2) + "\n")
-    if options.doc is not None:
-        write_doc(options.doc, results)
+    report(options, results, table, write_doc)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,9 @@ import redis.asyncio
 
 from sessionws import CLOSE_UNKNOWN_STATE, SessionRegistry, TransportError
 from sessionws_redis import RedisSentinelTransport
+from tests._helpers import wait_for
 from tests._redis_sentinel_servers import SentinelGroup, running_sentinel_group
-from tests.core.helpers import RecordingConnection, wait_for
+from tests.core.helpers import RecordingConnection
 
 FAST = (
     "?reconnect_min_delay=0.01&reconnect_max_delay=0.1&open_timeout=10&command_timeout=5"

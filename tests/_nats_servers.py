@@ -31,7 +31,7 @@ from typing import Any, Self
 import anyio
 import pytest
 
-from tests._ports import free_port, wait_stopped
+from tests._ports import free_port, pause_process, resume_process
 
 __all__ = (
     "MIN_TTL_VERSION",
@@ -254,14 +254,11 @@ class NatsServer:
 
     def pause(self) -> None:
         """SIGSTOP the server: connections stay open but nothing is answered."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGSTOP)
-            wait_stopped(self._process.pid)
+        pause_process(self._process)
 
     def resume(self) -> None:
         """SIGCONT a paused server."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGCONT)
+        resume_process(self._process)
 
     def stop(self) -> None:
         """Terminate the server politely, killing it if it lingers."""

@@ -10,11 +10,13 @@ makes two test runs on one machine unlikely to pick the same one.
 from __future__ import annotations
 
 import random
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
-__all__ = ("free_port", "port_is_free", "wait_stopped")
+__all__ = ("free_port", "pause_process", "port_is_free", "resume_process", "wait_stopped")
 
 _HOST = "127.0.0.1"
 
@@ -63,3 +65,17 @@ def wait_stopped(pid: int, timeout: float = 5.0) -> None:
             return
         time.sleep(0.001)
     raise RuntimeError(f"process {pid} did not stop within {timeout} s of SIGSTOP")
+
+
+def pause_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGSTOP a running server and wait until it is stopped: its connections stay open
+    but nothing is answered. Nothing happens to a process that is gone."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGSTOP)
+        wait_stopped(process.pid)
+
+
+def resume_process(process: subprocess.Popen[bytes] | None) -> None:
+    """SIGCONT a paused server (nothing happens to a running or finished one)."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGCONT)

@@ -20,7 +20,8 @@ from pathlib import Path
 
 import redis
 
-from tests._redis_servers import RedisServer, free_port
+from tests._ports import free_port
+from tests._redis_servers import RedisServer
 
 __all__ = ("SentinelGroup", "SentinelProcess", "running_sentinel_group")
 

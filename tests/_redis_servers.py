@@ -28,13 +28,11 @@ from pathlib import Path
 
 from redis.crc import key_slot
 
-from tests._ports import free_port as _free_port
-from tests._ports import wait_stopped
+from tests._ports import free_port, pause_process, resume_process
 
 __all__ = (
     "RedisClusterServers",
     "RedisServer",
-    "free_port",
     "running_redis",
     "running_redis_cluster",
 )
@@ -43,11 +41,6 @@ _HOST = "127.0.0.1"
 _START_TIMEOUT = 10.0
 # The cluster bus listens on port + 10000, so cluster ports must leave room for it.
 _CLUSTER_BUS_OFFSET = 10000
-
-
-def free_port(*, cluster: bool = False) -> int:
-    """A loopback port nobody listens on (and, for a cluster node, its bus port too)."""
-    return _free_port(room_above=_CLUSTER_BUS_OFFSET if cluster else 0)
 
 
 def _command(host: str, port: int, *args: str, timeout: float = 1.0) -> bytes:
@@ -134,14 +127,11 @@ class RedisServer:
 
     def pause(self) -> None:
         """SIGSTOP the server: connections stay open but nothing is answered."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGSTOP)
-            wait_stopped(self._process.pid)
+        pause_process(self._process)
 
     def resume(self) -> None:
         """SIGCONT a paused server."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.send_signal(signal.SIGCONT)
+        resume_process(self._process)
 
     def restart(self) -> None:
         """Kill (if running) and start again on the same port, with no data."""
@@ -181,7 +171,7 @@ class RedisClusterServers:
 
     @staticmethod
     def _node(directory: Path, extra: Sequence[str] = ()) -> RedisServer:
-        port = free_port(cluster=True)
+        port = free_port(room_above=_CLUSTER_BUS_OFFSET)
         arguments = ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
         # Well above a kill + restart, so a restarted master is never declared failed.
         arguments += ["--cluster-node-timeout", "5000", *extra]

@@ -6,25 +6,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
-import anyio
-
 from sessionws import SessionRegistry, Transport
+from tests._helpers import FAST, wait_for
 from tests.core.helpers import RecordingConnection
 
-__all__ = ("frozen_broker_loses_no_close", "two_nodes", "wait_until")
+__all__ = ("frozen_broker_loses_no_close", "two_nodes")
 
-_SETTINGS: dict[str, Any] = {
-    "heartbeat_interval": 0.2,
-    "linger": 0.05,
-    "close_timeout": 1.0,
-    "confirm_timeout": 1.0,
-}
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.02)
+# Over a real broker: beats and closes a little slower than in memory.
+_SETTINGS: dict[str, Any] = {**FAST, "heartbeat_interval": 0.2, "close_timeout": 1.0}
 
 
 @asynccontextmanager
@@ -34,7 +23,7 @@ async def two_nodes(make: Callable[[], Transport]) -> AsyncIterator[tuple[Sessio
             await stack.enter_async_context(SessionRegistry(make(), namespace="faults", **_SETTINGS))
             for _ in range(2)
         ]
-        await wait_until(lambda: all(node.stats()["members"] == 1 for node in nodes))
+        await wait_for(lambda: all(node.stats()["members"] == 1 for node in nodes), timeout=20)
         yield nodes[0], nodes[1]
 
 
@@ -54,7 +43,7 @@ async def frozen_broker_loses_no_close(
         assert not first.healthy
     finally:
         resume()
-    await wait_until(lambda: remote.close_code == 1000)
-    await wait_until(lambda: first.stats()["outbox"] == 0 and first.healthy)
+    await wait_for(lambda: remote.close_code == 1000, timeout=20)
+    await wait_for(lambda: first.stats()["outbox"] == 0 and first.healthy, timeout=20)
     assert first.stats()["outbox_sent"] == 1
     assert first.stats()["reconciles"] == reconnects  # sent without any reconnect

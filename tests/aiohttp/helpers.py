@@ -23,14 +23,7 @@ from yarl import URL
 
 import sessionws_aiohttp as sw
 from sessionws import IdProvider, SessionRegistry
-
-#: Registry settings that keep the suite fast.
-FAST: dict[str, Any] = {
-    "heartbeat_interval": 0.1,
-    "linger": 0.05,
-    "close_timeout": 0.5,
-    "confirm_timeout": 1.0,
-}
+from tests._helpers import FAST
 
 
 def hub_url() -> str:
@@ -40,13 +33,6 @@ def hub_url() -> str:
 
 def fast_registry(url: str | None = None, **options: Any) -> SessionRegistry:
     return SessionRegistry(url or hub_url(), **{**FAST, **options})
-
-
-async def wait_for(condition: Any, timeout: float = 3.0) -> None:
-    """Poll ``condition()`` until it is true; fail after ``timeout`` seconds."""
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.005)
 
 
 @asynccontextmanager

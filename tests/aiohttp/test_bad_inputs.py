@@ -14,8 +14,8 @@ from aiohttp import web
 
 import sessionws_aiohttp as sw
 from sessionws import MemoryTransport, NotConfiguredError, SessionRegistry
+from tests._helpers import FAST, wait_for
 from tests.aiohttp.helpers import (
-    FAST,
     Browser,
     client_frame,
     closed_with,
@@ -23,7 +23,6 @@ from tests.aiohttp.helpers import (
     make_app,
     raw_websocket,
     serve,
-    wait_for,
 )
 
 pytestmark = pytest.mark.anyio

@@ -16,7 +16,8 @@ from aiohttp.test_utils import TestServer
 
 import sessionws_aiohttp as sw
 from sessionws import CLOSE_REVOKED
-from tests.aiohttp.helpers import Browser, closed_with, fast_registry, hub_url, make_app, serve, wait_for
+from tests._helpers import wait_for
+from tests.aiohttp.helpers import Browser, closed_with, fast_registry, hub_url, make_app, serve
 from tests.aiohttp.test_verbs import nothing_arrives
 
 pytestmark = pytest.mark.anyio

@@ -18,8 +18,8 @@ from aiohttp import web
 
 import sessionws_aiohttp as sw
 from sessionws import CLOSE_SHUTDOWN, SessionRegistry
+from tests._helpers import FAST, wait_for
 from tests.aiohttp.helpers import (
-    FAST,
     Browser,
     closed_with,
     fast_registry,
@@ -27,7 +27,6 @@ from tests.aiohttp.helpers import (
     make_app,
     serve,
     session_cookie_id,
-    wait_for,
 )
 
 pytestmark = pytest.mark.anyio

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestServer
 
 import sessionws_aiohttp as sw
 from sessionws import SessionRegistry
+from tests._helpers import wait_for
 from tests._upgrade import upgrade_status
 from tests.aiohttp.helpers import (
     Browser,
@@ -23,7 +24,6 @@ from tests.aiohttp.helpers import (
     handle_websocket,
     serve,
     session_cookie_id,
-    wait_for,
 )
 
 pytestmark = pytest.mark.anyio

@@ -17,8 +17,9 @@ from aiohttp.test_utils import TestServer
 
 import sessionws_aiohttp as sw
 from sessionws import KeyRevokedError
+from tests._helpers import wait_for
 from tests._redis_servers import RedisServer, running_redis
-from tests.aiohttp.helpers import Browser, closed_with, fast_registry, hub_url, make_app, serve, wait_for
+from tests.aiohttp.helpers import Browser, closed_with, fast_registry, hub_url, make_app, serve
 
 pytestmark = pytest.mark.anyio
 

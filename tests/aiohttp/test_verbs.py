@@ -13,6 +13,7 @@ from aiohttp import web
 
 import sessionws_aiohttp as sw
 from sessionws import CLOSE_REVOKED, SessionRegistry
+from tests._helpers import wait_for
 from tests.aiohttp.helpers import (
     Browser,
     closed_with,
@@ -20,7 +21,6 @@ from tests.aiohttp.helpers import (
     make_app,
     serve,
     session_cookie_id,
-    wait_for,
 )
 
 pytestmark = pytest.mark.anyio

@@ -6,31 +6,16 @@ in the same run); these tests only keep ``bench/`` from rotting.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 from xml.etree import ElementTree
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench._run import ROOT, run_bench
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-
-def run_bench(module: str, result: Path, *arguments: str) -> Any:
-    completed = subprocess.run(
-        [sys.executable, "-m", module, "--json", str(result), *arguments],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=200,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    return json.loads(result.read_text())
 
 
 def test_register_benchmark(tmp_path: Path) -> None:

@@ -19,10 +19,13 @@ import pytest
 
 from bench._profile import ATTACH_FAILED
 from bench._socketio import PeerUnavailableError, ensure_installed
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench._run import ROOT, run_bench
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+
+
+def run_peers(result: Path, *arguments: str) -> Any:
+    return run_bench("bench.peers", result, *arguments)
 
 
 @pytest.fixture(scope="module")
@@ -31,19 +34,6 @@ def socketio_installed() -> None:
         ensure_installed()
     except PeerUnavailableError as error:
         pytest.skip(f"Socket.IO cannot be installed here: {error}")
-
-
-def run_peers(result: Path, *arguments: str) -> Any:
-    completed = subprocess.run(
-        [sys.executable, "-m", "bench.peers", "--json", str(result), *arguments],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=360,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    return json.loads(result.read_text())
 
 
 @pytest.mark.usefixtures("socketio_installed")

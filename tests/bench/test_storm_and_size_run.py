@@ -6,30 +6,13 @@ a storm must have been served (a storm that lost sockets would hang and fail her
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench._run import run_bench
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
-
-
-def run_bench(module: str, result: Path, *arguments: str) -> Any:
-    completed = subprocess.run(
-        [sys.executable, "-m", module, "--json", str(result), *arguments],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=360,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stdout + completed.stderr
-    return json.loads(result.read_text())
 
 
 def test_connect_storm_benchmark(tmp_path: Path) -> None:

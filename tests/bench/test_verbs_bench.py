@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.bench.test_benchmarks_run import run_bench
+from tests.bench._run import run_bench
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -7,7 +7,6 @@ run in this process and hold recording connections, so the tests see what client
 from __future__ import annotations
 
 import json
-import time
 from functools import partial
 from pathlib import Path
 
@@ -16,11 +15,13 @@ import pytest
 
 from sessionws import CLOSE_REVOKED, SessionRegistry
 from sessionws._cli import EXIT_NO_NODES
+from tests._helpers import wait_for
 from tests._nats_servers import NatsServer
 from tests._plugins import install_transport_plugin
-from tests._redis_servers import RedisServer, free_port
+from tests._ports import free_port
+from tests._redis_servers import RedisServer
 from tests.cli.helpers import HEARTBEAT, CliCluster, CliResult, run_cli, start_cluster, together
-from tests.core.helpers import RecordingConnection, settle, wait_for
+from tests.core.helpers import RecordingConnection, settle
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 
@@ -115,7 +116,6 @@ async def test_a_live_node_that_no_longer_hears_the_broker_makes_it_incomplete(c
     await deaf.transport.unsubscribe([deaf.names.control])
     connections = await connect(cluster, [1, 1, 0])
 
-    started = time.monotonic()
     # Listening longer makes sure the CLI hears node2's beats even on a busy machine.
     listen = ["--heartbeat-interval", "0.6"]
     close = await run_cli(
@@ -131,7 +131,6 @@ async def test_a_live_node_that_no_longer_hears_the_broker_makes_it_incomplete(c
     assert count.code == 1, count.err
     assert count.out == "0\n"
     assert "INCOMPLETE" in count.err
-    assert time.monotonic() - started < 10
 
 
 async def test_revoke_closes_everywhere_and_the_nodes_refuse_the_key(cluster: CliCluster) -> None:
@@ -337,15 +336,18 @@ async def test_any_transport_gets_the_connect_timeout_as_open_timeout(tmp_path: 
     assert json.loads(recorded.read_text()) == {"open_timeout": 3.5}
 
 
-async def test_an_unreachable_broker_exits_3_quickly() -> None:
-    url = f"redis://:hunter2-password@127.0.0.1:{free_port()}/0"
-    started = time.monotonic()
-    with anyio.fail_after(10):
+async def test_an_unreachable_broker_exits_3_at_its_first_refusal() -> None:
+    port = free_port()
+    url = f"redis://:hunter2-password@127.0.0.1:{port}/0"
+    with anyio.fail_after(60):  # only a hang guard
         result = await run_cli("close", KEY, "--url", url, "--connect-timeout", "0.5", "--confirm")
     assert result.code == 3, result.err
     assert "unreachable" in result.err
+    # The refused connection itself is reported: the CLI did not retry until its deadline
+    # ("no connection within 0.5 s").
+    assert f"cannot connect to Redis at 127.0.0.1:{port}" in result.err
+    assert "within" not in result.err
     assert "hunter2" not in result.err
-    assert time.monotonic() - started < 5
     assert_key_not_printed(result)
 
 

@@ -46,7 +46,7 @@ from tests.cluster._brokers import (
     wait_nats_monitors_ready,
 )
 from tests.cluster._engine import Container, DockerEngine
-from tests.cluster._nodes import Node, wait_until
+from tests.cluster._nodes import Node, wait_healthy, wait_until
 from tests.cluster._proxy import Cuttable
 
 __all__ = ("ContainerNode", "NetworkCut", "ProxyControl", "docker_parts")
@@ -109,15 +109,7 @@ class ContainerNode(Node):
             self.container.start()
 
     def wait_ready(self, timeout: float = _START_TIMEOUT) -> None:
-        def ready() -> bool:
-            if not self.alive:
-                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
-            return bool(self.health()["healthy"])
-
-        try:
-            wait_until(ready, timeout, f"{self.name} becoming healthy")
-        except TimeoutError as error:
-            raise TimeoutError(f"{error}:\n{self.log_tail()}") from None
+        wait_healthy(self, timeout)
 
     def kill(self) -> None:
         """SIGKILL the container: its clients' connections drop, its peers hear nothing more."""

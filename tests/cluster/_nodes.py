@@ -21,8 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from tests._ports import wait_stopped
-from tests._redis_servers import free_port
+from tests._ports import free_port, pause_process, resume_process
 from tests.cluster._app_common import EXIT_WITH_PARENT
 
 __all__ = (
@@ -79,6 +78,21 @@ class Node:
         if not isinstance(body, dict):
             raise OSError(f"{self.name} answered /health without JSON")
         return body
+
+
+def wait_healthy(node: ControlledNode, timeout: float) -> None:
+    """Wait until ``node`` answers ``/health`` with ``healthy``; one that exits meanwhile,
+    or never gets there, fails with the tail of its log."""
+
+    def ready() -> bool:
+        if not node.alive:
+            raise RuntimeError(f"{node.name} exited at start:\n{node.log_tail()}")
+        return bool(node.health()["healthy"])
+
+    try:
+        wait_until(ready, timeout, f"{node.name} becoming healthy")
+    except TimeoutError as error:
+        raise TimeoutError(f"{error}:\n{node.log_tail()}") from None
 
 
 @runtime_checkable
@@ -188,16 +202,7 @@ class NodeProcess(Node):
 
     def wait_ready(self, timeout: float = _START_TIMEOUT) -> None:
         """Wait until the node answers ``/health`` with ``healthy``."""
-
-        def ready() -> bool:
-            if not self.alive:
-                raise RuntimeError(f"{self.name} exited at start:\n{self.log_tail()}")
-            return bool(self.health()["healthy"])
-
-        try:
-            wait_until(ready, timeout, f"{self.name} becoming healthy")
-        except TimeoutError as error:
-            raise TimeoutError(f"{error}:\n{self.log_tail()}") from None
+        wait_healthy(self, timeout)
 
     def kill(self) -> None:
         """SIGKILL: its clients see their connections drop, its peers hear nothing more."""
@@ -208,13 +213,10 @@ class NodeProcess(Node):
 
     def pause(self) -> None:
         """SIGSTOP: alive for TCP, silent for everything else."""
-        if self.alive and self._process is not None:
-            self._process.send_signal(signal.SIGSTOP)
-            wait_stopped(self._process.pid)
+        pause_process(self._process)
 
     def resume(self) -> None:
-        if self.alive and self._process is not None:
-            self._process.send_signal(signal.SIGCONT)
+        resume_process(self._process)
 
     def terminate(self) -> None:
         """SIGTERM without waiting (see :meth:`stop`); only once per process.

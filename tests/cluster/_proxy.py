@@ -15,7 +15,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar
 
-from tests._redis_servers import free_port
+from tests._ports import free_port
 
 __all__ = ("Cuttable", "TcpProxy")
 

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests._redis_servers import free_port, running_redis
+from tests._ports import free_port
+from tests._redis_servers import running_redis
 from tests.cluster._cluster import nats_cluster
 from tests.cluster._nodes import NodeProcess, start_nodes, stop_nodes
 

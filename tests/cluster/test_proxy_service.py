@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests._redis_servers import free_port, running_redis
+from tests._ports import free_port
+from tests._redis_servers import running_redis
 from tests.cluster._docker import ProxyControl
 from tests.cluster._nodes import get_json, wait_until
 

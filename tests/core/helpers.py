@@ -3,13 +3,14 @@ of registries sharing one in-process hub."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
 
 from sessionws import MemoryHub, MemoryTransport, SessionRegistry
+from tests._helpers import FAST, wait_for
 
 
 class RecordingConnection:
@@ -48,24 +49,9 @@ class RecordingConnection:
         return [frame[1] for frame in self.frames if frame[0] == "send"]
 
 
-async def wait_for(condition: Callable[[], bool], timeout: float = 3.0, message: str = "") -> None:
-    """Poll ``condition`` until true; fail the test after ``timeout`` seconds."""
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.005)
-
-
 async def settle(seconds: float = 0.05) -> None:
     """Let in-flight broker messages arrive (the memory hub delivers asynchronously)."""
     await anyio.sleep(seconds)
-
-
-FAST: dict[str, Any] = {
-    "heartbeat_interval": 0.1,
-    "linger": 0.05,
-    "close_timeout": 0.5,
-    "confirm_timeout": 1.0,
-}
 
 
 class Cluster:

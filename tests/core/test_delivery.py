@@ -8,7 +8,8 @@ import pytest
 from sessionws import Event, SessionRegistry
 from sessionws._delivery import MAX_IDLE_WORKERS, Delivery
 from sessionws._handles import Handle, KeyState
-from tests.core.helpers import RecordingConnection, wait_for
+from tests._helpers import wait_for
+from tests.core.helpers import RecordingConnection
 
 pytestmark = pytest.mark.anyio
 

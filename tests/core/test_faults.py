@@ -16,7 +16,8 @@ import pytest
 from sessionws import Event, MemoryHub, MemoryTransport, SessionRegistry, TransportError
 from sessionws._wire import Command, WireCodec
 from sessionws.transport import Marker
-from tests.core.helpers import FAST, RecordingConnection, cluster, settle, wait_for
+from tests._helpers import FAST, wait_for
+from tests.core.helpers import RecordingConnection, cluster, settle
 
 pytestmark = pytest.mark.anyio
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from sessionws import Handle, KeyRevokedError, MemoryHub, MemoryTransport, SessionRegistry
-from tests.core.helpers import FAST, RecordingConnection, cluster, settle, wait_for
+from tests._helpers import FAST, wait_for
+from tests.core.helpers import RecordingConnection, cluster, settle
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,8 @@ import pytest
 
 from sessionws import MemoryHub, MemoryTransport, SessionRegistry
 from sessionws._wire import Command, Names, WireCodec, WireError
-from tests.core.helpers import FAST, RecordingConnection, cluster, settle, wait_for
+from tests._helpers import FAST, wait_for
+from tests.core.helpers import RecordingConnection, cluster, settle
 
 pytestmark = pytest.mark.anyio
 

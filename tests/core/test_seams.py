@@ -27,8 +27,9 @@ from sessionws import (
     validate_close,
 )
 from sessionws.transport import ENTRY_POINT_GROUP
+from tests._helpers import FAST, wait_for
 from tests._plugins import install_transport_plugin
-from tests.core.helpers import FAST, RecordingConnection, wait_for
+from tests.core.helpers import RecordingConnection
 
 pytestmark = pytest.mark.anyio
 

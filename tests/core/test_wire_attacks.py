@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 from sessionws import MemoryHub, MemoryTransport, SessionRegistry
 from sessionws._markers import encode_marker
 from sessionws._wire import MAX_SEQUENCE, Command, WireCodec, WireError
-from tests.core.helpers import FAST, RecordingConnection, settle, wait_for
+from tests._helpers import FAST, wait_for
+from tests.core.helpers import RecordingConnection, settle
 
 pytestmark = pytest.mark.anyio
 

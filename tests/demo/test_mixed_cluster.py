@@ -21,7 +21,8 @@ from anyio.abc import Process
 from yarl import URL
 
 from sessionws import CLOSE_REVOKED
-from tests._redis_servers import RedisServer, free_port, running_redis
+from tests._ports import free_port
+from tests._redis_servers import RedisServer, running_redis
 from tests.aiohttp.helpers import Browser, closed_with
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]

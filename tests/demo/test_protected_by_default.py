@@ -20,7 +20,7 @@ from sessionws import DEFAULT_MAX_SOCKETS_PER_SESSION
 from sessionws_demo import DemoOptions
 from sessionws_demo._aiohttp_app import serve as serve_aiohttp_demo
 from sessionws_demo._starlette_app import make_app as make_starlette_demo
-from tests.starlette.apps import FAST
+from tests._helpers import FAST
 from tests.starlette.servers import cookie_header, uvicorn_server, ws_url
 from tests.starlette.test_fastapi_example import load_example
 

@@ -23,7 +23,7 @@ import anyio
 import pytest
 from anyio.abc import Process
 
-from tests._redis_servers import free_port
+from tests._ports import free_port
 from tests.docs._blocks import FRAGMENT_MARK, Block, python_blocks
 
 ROOT = Path(__file__).resolve().parents[2]

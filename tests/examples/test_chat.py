@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import json
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ import anyio
 import pytest
 
 from sessionws import SessionRegistry
-from tests._redis_servers import RedisServer, running_redis
+from tests._redis_servers import RedisServer
 from tests.examples._processes import MESSAGE_TIMEOUT, ROOT, Browser, ExampleNode, next_message, running_nodes
 
 pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
@@ -35,22 +35,10 @@ def token(user: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def nodes(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ExampleNode]]:
     directory = tmp_path_factory.mktemp("chat")
     with running_nodes("examples/chat/app.py", redis_server.url, SECRET, directory) as started:
         yield started
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[AsyncExitStack]:
-    async with AsyncExitStack() as exits:
-        yield exits
 
 
 async def connect(

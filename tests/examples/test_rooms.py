@@ -8,7 +8,7 @@ something it must get is sent, and that is the next thing of its kind it receive
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests._redis_servers import RedisServer, running_redis
+from tests._redis_servers import RedisServer
 from tests.examples._processes import Browser, ExampleNode, Inbox, running_nodes
 
 pytestmark = [pytest.mark.cluster, pytest.mark.anyio]
@@ -28,22 +28,10 @@ DELIVERIES = ("message", "direct", "broadcast")
 
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisServer]:
-    with running_redis() as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
 def nodes(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ExampleNode]]:
     directory = tmp_path_factory.mktemp("rooms")
     with running_nodes("examples/rooms/app.py", redis_server.url, SECRET, directory) as started:
         yield started
-
-
-@pytest.fixture
-async def stack() -> AsyncIterator[AsyncExitStack]:
-    async with AsyncExitStack() as exits:
-        yield exits
 
 
 @dataclass

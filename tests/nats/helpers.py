@@ -8,10 +8,11 @@ from typing import Any
 import anyio
 
 from sessionws_nats import NatsTransport
+from tests._helpers import wait_for
 from tests._nats_servers import NatsServer
 
 #: Reconnect and poll fast, give up fast: the tests kill servers on purpose.
-FAST: dict[str, Any] = {
+FAST_RECONNECT: dict[str, Any] = {
     "reconnect_time_wait": 0.05,
     "connect_timeout": 1,
     "open_timeout": 3.0,
@@ -22,8 +23,8 @@ FAST: dict[str, Any] = {
 
 
 def make_transport(url: str, **options: Any) -> NatsTransport:
-    """``NatsTransport.from_url`` with :data:`FAST` settings (``options`` win)."""
-    return NatsTransport.from_url(url, **{**FAST, **options})
+    """``NatsTransport.from_url`` with :data:`FAST_RECONNECT` settings (``options`` win)."""
+    return NatsTransport.from_url(url, **{**FAST_RECONNECT, **options})
 
 
 class RecordingHandler:
@@ -47,9 +48,7 @@ class RecordingHandler:
 
     async def wait_for(self, condition: Callable[[], bool], timeout: float = 5.0) -> None:
         """Wait until ``condition()`` holds (polling; fails the test after ``timeout``)."""
-        with anyio.fail_after(timeout):
-            while not condition():
-                await anyio.sleep(0.005)
+        await wait_for(condition, timeout)
 
 
 async def client_subscriptions(server: NatsServer) -> list[str]:

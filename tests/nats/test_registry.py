@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from contextlib import AsyncExitStack
 
-import anyio
 import pytest
 
 from sessionws import CLOSE_UNKNOWN_STATE, SessionRegistry, Transport
+from tests._helpers import wait_for
 from tests._nats_servers import NatsServer
 from tests._registry_faults import frozen_broker_loses_no_close, two_nodes
 from tests.nats.helpers import FakeWebsocket, make_transport
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.01)
 
 
 def registries(server: NatsServer, count: int) -> list[SessionRegistry]:
@@ -36,7 +29,7 @@ async def test_close_all_reaches_another_node(nats_server: NatsServer) -> None:
         await stack.enter_async_context(second)
         socket = FakeWebsocket()
         await second.register(socket, "user-1")
-        await wait_until(lambda: first.stats()["members"] == 1)  # `first` knows `second` is alive
+        await wait_for(lambda: first.stats()["members"] == 1, timeout=5)  # `first` knows `second` is alive
         report = await first.close_all("user-1", confirm=True, timeout=3)
         assert report.complete
         assert report.total == 1
@@ -51,7 +44,7 @@ async def test_revoke_is_seen_by_another_node(nats_server: NatsServer) -> None:
         late = FakeWebsocket()
         handle = await second.register(late, "session-9")
         assert handle.closing
-        await wait_until(lambda: late.close_code is not None)
+        await wait_for(lambda: late.close_code is not None, timeout=5)
 
 
 async def test_broker_data_loss_closes_local_sockets_with_1012(nats_server: NatsServer) -> None:
@@ -60,7 +53,7 @@ async def test_broker_data_loss_closes_local_sockets_with_1012(nats_server: Nats
         socket = FakeWebsocket()
         await registry.register(socket, "user-2")
         await nats_server.restart(keep_data=False)
-        await wait_until(lambda: socket.close_code is not None, timeout=10)
+        await wait_for(lambda: socket.close_code is not None, timeout=10)
         assert socket.close_code == CLOSE_UNKNOWN_STATE
 
 
@@ -71,12 +64,12 @@ async def test_a_close_made_during_an_outage_is_not_missed(nats_server: NatsServ
         await second.register(socket, "user-3")
         second_transport = second.transport
         nats_server.kill()
-        await wait_until(lambda: not second_transport.connected)
+        await wait_for(lambda: not second_transport.connected, timeout=5)
         await nats_server.start()
         # The close is written (marker + message) while `second` may still be reconnecting.
-        await wait_until(lambda: first.transport.connected)
+        await wait_for(lambda: first.transport.connected, timeout=5)
         await first.close_all("user-3")
-        await wait_until(lambda: socket.close_code is not None, timeout=10)
+        await wait_for(lambda: socket.close_code is not None, timeout=10)
         assert socket.close_code == 1000
 
 

@@ -7,6 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
+import starlette.middleware.sessions
 from starlette.applications import Starlette
 from starlette.background import BackgroundTask, BackgroundTasks
 from starlette.middleware import Middleware
@@ -33,16 +34,17 @@ from sessionws_starlette import (
     session_ws,
     sessionws_lifespan,
 )
+from tests._helpers import FAST
 
 SECRET = "test-secret-shared-by-every-node"
 
-#: Registry settings that keep the tests fast.
-FAST: dict[str, Any] = {
-    "heartbeat_interval": 0.1,
-    "linger": 0.05,
-    "close_timeout": 0.5,
-    "confirm_timeout": 1.0,
-}
+
+def session_of(values: dict[str, Any]) -> dict[str, Any]:
+    """What ``SessionMiddleware`` puts in ``scope["session"]``: a ``Session`` from Starlette 1.0
+    on, a plain dict before (the lowest-versions run tests the oldest Starlette allowed)."""
+    factory = getattr(starlette.middleware.sessions, "Session", dict)
+    session: dict[str, Any] = factory(values)
+    return session
 
 
 def fast_registry(url: str, node_id: str) -> SessionRegistry:

@@ -7,7 +7,6 @@ from contextlib import asynccontextmanager
 
 import pytest
 from starlette.background import BackgroundTask, BackgroundTasks
-from starlette.middleware.sessions import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -18,7 +17,9 @@ from sessionws_starlette import (
     schedule_close_all_session_ws,
     schedule_close_all_ws,
 )
-from tests.core.helpers import RecordingConnection, wait_for
+from tests._helpers import wait_for
+from tests.core.helpers import RecordingConnection
+from tests.starlette.apps import session_of
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +34,7 @@ async def setup() -> AsyncIterator[tuple[Request, SessionRegistry, RecordingConn
                 "type": "http",
                 "headers": [],
                 "state": {REGISTRY_STATE_KEY: registry},
-                "session": Session({"sessionws_id": "id-1"}),
+                "session": session_of({"sessionws_id": "id-1"}),
             }
         )
         yield request, registry, connection, []

@@ -10,7 +10,6 @@ from typing import Any
 
 import pytest
 from starlette.applications import Starlette
-from starlette.middleware.sessions import Session
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Message
@@ -32,7 +31,7 @@ from sessionws_starlette import (
     starlette_session,
 )
 from sessionws_starlette._middleware import _route_path
-from tests.starlette.apps import fast_registry, make_app
+from tests.starlette.apps import fast_registry, make_app, session_of
 from tests.starlette.asgi import http_client, running
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +45,7 @@ async def request_with_registry(**session: Any) -> AsyncIterator[Request]:
             "type": "http",
             "headers": [],
             "state": {REGISTRY_STATE_KEY: registry},
-            "session": Session(session),
+            "session": session_of(session),
         }
         yield Request(scope)
 

@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
 from sessionws_starlette import MISSING_ID_REASON
-from tests.starlette.apps import FAST
+from tests._helpers import FAST
 from tests.starlette.servers import cookie_header, uvicorn_server, ws_url
 from tests.starlette.test_server import close_code
 

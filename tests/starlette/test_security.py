@@ -25,6 +25,7 @@ from websockets.typing import Origin
 
 from sessionws import SessionRegistry, WebSocketGuard
 from sessionws_starlette import SessionWSMiddleware, rotate_session_ws_id, sessionws_lifespan
+from tests._helpers import wait_for
 from tests._upgrade import upgrade_status
 from tests.starlette.apps import SECRET, fast_registry, page, websocket_endpoint
 from tests.starlette.servers import cookie_header, uvicorn_server, ws_url
@@ -96,12 +97,6 @@ def port_of(base: str) -> int:
     port = urlsplit(base).port
     assert port is not None
     return port
-
-
-async def wait_for(condition: Any, timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.01)
 
 
 def new_registry() -> SessionRegistry:

@@ -28,8 +28,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 import sessionws_starlette as sw
 from sessionws import KeyRevokedError, SessionRegistry
+from tests._helpers import FAST
 from tests._redis_servers import RedisServer, running_redis
-from tests.starlette.apps import FAST, SECRET
+from tests.starlette.apps import SECRET
 from tests.starlette.servers import cookie_header, uvicorn_server, ws_url
 
 pytestmark = pytest.mark.anyio

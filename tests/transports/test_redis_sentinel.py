@@ -20,8 +20,9 @@ from sessionws._codes import CLOSE_REVOKED, CLOSE_UNKNOWN_STATE
 from sessionws._protocols import Marker
 from sessionws_redis import RedisSentinelTransport, transport_from_url
 from sessionws_redis._sentinel import SentinelLinkConnection, SentinelLinkSSLConnection
+from tests._helpers import wait_for
 from tests._redis_sentinel_servers import SentinelGroup, running_sentinel_group
-from tests.core.helpers import RecordingConnection, wait_for
+from tests.core.helpers import RecordingConnection
 from tests.transports._backends import FAST_RECONNECT, Node, channel_name
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(120)]

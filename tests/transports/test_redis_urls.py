@@ -15,8 +15,9 @@ import redis
 
 from sessionws import SessionRegistry, transport_from_url
 from sessionws_redis import RedisClusterTransport, RedisTransport
+from tests._helpers import wait_for
 from tests._redis_servers import RedisClusterServers, RedisServer
-from tests.core.helpers import RecordingConnection, wait_for
+from tests.core.helpers import RecordingConnection
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(30)]
 

@@ -17,8 +17,9 @@ import pytest
 
 from sessionws import Transport
 from sessionws_redis import RedisTransport
+from tests._helpers import wait_for
 from tests._redis_servers import RedisServer
-from tests._registry_faults import frozen_broker_loses_no_close, two_nodes, wait_until
+from tests._registry_faults import frozen_broker_loses_no_close, two_nodes
 from tests.core.helpers import RecordingConnection
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
@@ -48,12 +49,12 @@ async def test_a_redis_restart_that_kept_its_data_closes_nothing_and_loses_no_cl
             assert server._process is not None
             server._process.send_signal(signal.SIGKILL)
             server._process.wait()
-            await wait_until(lambda: not first.healthy and not second.healthy)
+            await wait_for(lambda: not first.healthy and not second.healthy, timeout=20)
             report = await first.close_all("session-closed")  # during the outage
             assert report.queued
             await anyio.to_thread.run_sync(server.start)
-            await wait_until(lambda: closed.close_code == 1000)
-            await wait_until(lambda: first.healthy and second.healthy)
+            await wait_for(lambda: closed.close_code == 1000, timeout=20)
+            await wait_for(lambda: first.healthy and second.healthy, timeout=20)
             assert kept.close_code is None
             assert second.stats()["closed_unknown_state"] == 0
             assert first.stats()["closed_unknown_state"] == 0
@@ -70,6 +71,6 @@ async def test_a_redis_restart_that_lost_its_data_closes_with_1012(redis_server:
         await second.register(held, "session-a")
         await first.revoke("session-revoked")
         await anyio.to_thread.run_sync(redis_server.restart)
-        await wait_until(lambda: held.close_code == 1012)
-        await wait_until(lambda: first.healthy and second.healthy)
+        await wait_for(lambda: held.close_code == 1012, timeout=20)
+        await wait_for(lambda: first.healthy and second.healthy, timeout=20)
         assert await second.is_revoked("session-revoked")  # re-asserted by the first node

@@ -7,10 +7,10 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 
-import anyio
 import pytest
 
 from sessionws import KeyRevokedError, SessionRegistry
+from tests._helpers import wait_for
 from tests.core.helpers import RecordingConnection
 from tests.transports._backends import Backend
 
@@ -20,13 +20,6 @@ pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"  # redis-py and nats-py are asyncio-only
-
-
-async def wait_until(condition: object, timeout: float = 10.0) -> None:
-    assert callable(condition)
-    with anyio.fail_after(timeout):
-        while not condition():
-            await anyio.sleep(0.01)
 
 
 @asynccontextmanager
@@ -46,7 +39,7 @@ async def three_nodes(backend: Backend) -> AsyncIterator[list[SessionRegistry]]:
             )
             for index in range(3)
         ]
-        await wait_until(lambda: all(len(node.live_nodes()) == 2 for node in nodes))
+        await wait_for(lambda: all(len(node.live_nodes()) == 2 for node in nodes), timeout=10)
         yield nodes
 
 
@@ -68,23 +61,23 @@ async def test_rooms_presence_direct_and_broadcast_work_on_every_broker(backend:
 
         report = await nodes[2].send_all("room", "to the room", confirm=True)
         assert report.complete and report.total == 2
-        await wait_until(lambda: ada.sent == ["to the room"] and bob.sent == ["to the room"])
+        await wait_for(lambda: ada.sent == ["to the room"] and bob.sent == ["to the room"], timeout=10)
 
         found = await nodes[2].send_to(bob_handle.id, "just bob")
         assert found.found and found.node == "n1"
-        await wait_until(lambda: bob.sent[-1:] == ["just bob"])
+        await wait_for(lambda: bob.sent[-1:] == ["just bob"], timeout=10)
 
         await nodes[1].broadcast("everyone", exclude=ada_handle)
-        await wait_until(lambda: bob.sent[-1:] == ["everyone"] and eve.sent == ["everyone"])
+        await wait_for(lambda: bob.sent[-1:] == ["everyone"] and eve.sent == ["everyone"], timeout=10)
 
         await nodes[1].remove_keys(bob_handle, "room")
         await nodes[2].close_all("room", reason="room closed")
-        await wait_until(lambda: ada.close_reason == "room closed")
+        await wait_for(lambda: ada.close_reason == "room closed", timeout=10)
         assert bob.close_code is None
 
         closed = await nodes[0].close_handle(bob_handle.id, code=4000, reason="kicked")
         assert closed.found
-        await wait_until(lambda: bob.close_code == 4000)
+        await wait_for(lambda: bob.close_code == 4000, timeout=10)
         assert ada.sent == ["to the room"]  # the broadcast spared ada
 
         await nodes[0].revoke("banned")
