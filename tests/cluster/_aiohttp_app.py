@@ -11,23 +11,40 @@ import anyio
 from aiohttp import WSMsgType, web
 from aiohttp.typedefs import Handler
 
-from sessionws import BrokerUnavailableError, Handle, SessionRegistry, SessionWSError
+from sessionws import BrokerUnavailableError, Handle, KeyRevokedError, SessionRegistry, SessionWSError
 from sessionws_aiohttp import (
+    add_keys_ws,
+    broadcast_ws,
     close_all_ws,
+    close_handle_ws,
     count_ws,
     get_registry,
     get_ws_handle,
+    members_session_ws,
+    members_ws,
     new_session_ws_id,
+    remove_keys_ws,
     revoke_session_ws,
     revoke_ws,
     rotate_session_ws_id,
     schedule_close_all_session_ws,
+    send_to_ws,
     send_ws,
     session_ws,
     session_ws_middleware,
+    set_data_ws,
     setup,
 )
-from tests.cluster._app_common import USER_KEY, MembershipLog, NodeConfig, report_json
+from tests.cluster._app_common import (
+    USER_KEY,
+    MembershipLog,
+    NodeConfig,
+    delivered_json,
+    members_json,
+    parse_data,
+    report_json,
+    send_report_json,
+)
 
 __all__ = ("COOKIE_NAME", "build_aiohttp_app")
 
@@ -36,6 +53,9 @@ COOKIE_NAME = "AIOHTTP_SESSION"
 
 CONFIG = web.AppKey("config", NodeConfig)
 RAW_SOCKETS = web.AppKey("raw_sockets", dict[str, web.WebSocketResponse])
+#: This node's open sessionws sockets: handle id -> the request of the socket's handler
+#: (the socket verbs ``add_keys_ws`` & co. take that request).
+SOCKETS = web.AppKey("sockets", dict[str, web.Request])
 EVENTS = web.AppKey("events", MembershipLog)
 
 
@@ -48,6 +68,21 @@ def _key(request: web.Request) -> str:
     if not key:
         raise web.HTTPBadRequest(text="give ?key=")
     return key
+
+
+def _handle_id(request: web.Request) -> str:
+    handle_id = request.query.get("handle", "")
+    if not handle_id:
+        raise web.HTTPBadRequest(text="give ?handle= (the id /ws sent)")
+    return handle_id
+
+
+def _socket_request(request: web.Request) -> web.Request:
+    """The handler's request of the socket ``?handle=`` names, if this node holds it."""
+    socket_request = request.app[SOCKETS].get(_handle_id(request))
+    if socket_request is None:
+        raise web.HTTPNotFound(text="no such socket on this node: ask the node that sent its handle")
+    return socket_request
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -96,14 +131,35 @@ async def login(request: web.Request) -> web.Response:
 
 async def websocket(request: web.Request) -> web.StreamResponse:
     user = await _user(request)
-    async with session_ws(request, keys=[f"user:{user}"] if user else []) as ws:
+    data = parse_data(request.query.get("data"))
+    async with session_ws(request, keys=[f"user:{user}"] if user else [], data=data) as ws:
         handle = get_ws_handle(ws)
-        if not handle.closing:  # registered, unless a close or revoke raced it
-            await ws.send_json({"handle": handle.id, "node": _name(request)})
-        async for message in ws:
-            if message.type == WSMsgType.TEXT and message.data == "ping":
-                await ws.send_str("pong")
+        request.app[SOCKETS][handle.id] = request
+        try:
+            if not handle.closing:  # registered, unless a close or revoke raced it
+                await ws.send_json({"handle": handle.id, "node": _name(request)})
+            async for message in ws:
+                if message.type == WSMsgType.TEXT and message.data == "ping":
+                    await ws.send_str("pong")
+        finally:
+            request.app[SOCKETS].pop(handle.id, None)
     return ws
+
+
+async def join(request: web.Request) -> web.Response:
+    """Add ``?key=`` to the socket ``?handle=`` (on the node that holds it)."""
+    await add_keys_ws(_socket_request(request), _key(request))
+    return web.json_response({"joined": True})
+
+
+async def leave(request: web.Request) -> web.Response:
+    await remove_keys_ws(_socket_request(request), _key(request))
+    return web.json_response({"left": True})
+
+
+async def set_data(request: web.Request) -> web.Response:
+    await set_data_ws(_socket_request(request), parse_data(request.query.get("data")))
+    return web.json_response({"data": True})
 
 
 async def logout(request: web.Request) -> web.Response:
@@ -164,8 +220,51 @@ async def rotate(request: web.Request) -> web.Response:
 
 
 async def send(request: web.Request) -> web.Response:
-    await send_ws(request, _key(request), request.query.get("data", ""))
-    return web.json_response({"sent": True})
+    report = await send_ws(
+        request,
+        _key(request),
+        request.query.get("data", ""),
+        exclude=request.query.get("exclude") or None,
+        confirm=_flag(request, "confirm"),
+        timeout=_seconds(request, "timeout"),
+    )
+    return web.json_response({"sent": True, **send_report_json(report)})
+
+
+async def send_to(request: web.Request) -> web.Response:
+    delivered = await send_to_ws(
+        request, _handle_id(request), request.query.get("data", ""), timeout=_seconds(request, "timeout")
+    )
+    return web.json_response(delivered_json(delivered))
+
+
+async def close_handle(request: web.Request) -> web.Response:
+    delivered = await close_handle_ws(
+        request,
+        _handle_id(request),
+        code=int(request.query.get("code", "1000")),
+        reason=request.query.get("reason", ""),
+        timeout=_seconds(request, "timeout"),
+    )
+    return web.json_response(delivered_json(delivered))
+
+
+async def broadcast(request: web.Request) -> web.Response:
+    report = await broadcast_ws(
+        request, request.query.get("data", ""), exclude=request.query.get("exclude") or None
+    )
+    return web.json_response(send_report_json(report))
+
+
+async def members(request: web.Request) -> web.Response:
+    """The sockets of ``?key=`` cluster-wide; without a key, the caller's session's."""
+    limit = int(request.query["limit"]) if request.query.get("limit") else None
+    timeout = _seconds(request, "timeout")
+    if request.query.get("key"):
+        listing = await members_ws(request, _key(request), limit=limit, timeout=timeout)
+    else:
+        listing = await members_session_ws(request, limit=limit, timeout=timeout)
+    return web.json_response(members_json(listing))
 
 
 async def count(request: web.Request) -> web.Response:
@@ -254,7 +353,8 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except (ValueError, TypeError, SessionWSError) as error:
-        return web.json_response({"error": f"{type(error).__name__}: {error}"}, status=400)
+        status = 403 if isinstance(error, KeyRevokedError) else 400
+        return web.json_response({"error": f"{type(error).__name__}: {error}"}, status=status)
 
 
 def build_aiohttp_app(
@@ -269,6 +369,7 @@ def build_aiohttp_app(
     )
     app[CONFIG] = config
     app[RAW_SOCKETS] = {}
+    app[SOCKETS] = {}
     if events is not None:
         app[EVENTS] = events
     setup(app, registry)
@@ -284,6 +385,13 @@ def build_aiohttp_app(
             web.post("/revoke", revoke),
             web.post("/rotate", rotate),
             web.post("/send", send),
+            web.post("/join", join),
+            web.post("/leave", leave),
+            web.post("/data", set_data),
+            web.get("/members", members),
+            web.post("/send-to", send_to),
+            web.post("/close-handle", close_handle),
+            web.post("/broadcast", broadcast),
             web.get("/count", count),
             web.get("/stats", stats),
             web.get("/events", membership_events),

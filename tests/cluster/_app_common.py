@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import secrets
 import signal
@@ -11,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from sessionws import CloseReport, Event, SessionRegistry, transport_from_url
+from sessionws import CloseReport, Delivered, Event, Members, SendReport, SessionRegistry, transport_from_url
 
 __all__ = (
     "EXIT_WITH_PARENT",
@@ -19,9 +20,13 @@ __all__ = (
     "USER_KEY",
     "MembershipLog",
     "NodeConfig",
+    "delivered_json",
     "exit_with_parent",
     "make_registry",
+    "members_json",
+    "parse_data",
     "report_json",
+    "send_report_json",
 )
 
 FRAMEWORKS = ("aiohttp", "starlette")
@@ -128,3 +133,49 @@ def report_json(report: CloseReport) -> dict[str, Any]:
         "queued": report.queued,
         "total": report.total,
     }
+
+
+def send_report_json(report: SendReport) -> dict[str, Any]:
+    """A ``SendReport`` (``send_all``, ``broadcast``) as JSON."""
+    return {
+        "sent_here": report.sent_here,
+        "nodes": dict(report.nodes),
+        "missing": sorted(report.missing),
+        "confirmed": report.confirmed,
+        "complete": report.complete,
+        "queued": report.queued,
+        "total": report.total,
+    }
+
+
+def delivered_json(delivered: Delivered) -> dict[str, Any]:
+    """A ``Delivered`` (``send_to``, ``close_handle``) as JSON."""
+    return {
+        "found": delivered.found,
+        "node": delivered.node,
+        "complete": delivered.complete,
+        "queued": delivered.queued,
+    }
+
+
+def members_json(members: Members) -> dict[str, Any]:
+    """A ``Members`` listing as JSON: one entry per socket, sorted by handle id."""
+    return {
+        "members": [
+            {"handle": member.handle_id, "node": member.node, "keys": list(member.keys), "data": member.data}
+            for member in sorted(members.members, key=lambda member: member.handle_id)
+        ],
+        "complete": members.complete,
+        "missing": sorted(members.missing),
+        "truncated": members.truncated,
+    }
+
+
+def parse_data(text: str | None) -> dict[str, Any] | None:
+    """A socket's data from a query parameter: a JSON object, or ``None`` when absent."""
+    if not text:
+        return None
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("data must be a JSON object")
+    return data

@@ -47,6 +47,7 @@ class Socket:
         self.closed = asyncio.Event()
         self.hello = asyncio.Event()
         self.messages: list[str] = []
+        self._arrived = asyncio.Event()
         #: ``time.monotonic()`` when the handle arrived (registered) and when the
         #: connection ended, for checkers that order events.
         self.registered_at: float | None = None
@@ -73,6 +74,7 @@ class Socket:
             self.closed_at = time.monotonic()
             self.closed.set()
             self.hello.set()
+            self._arrived.set()
 
     def _text(self, data: str) -> None:
         if data == "pong":
@@ -83,6 +85,7 @@ class Socket:
             self.hello.set()
         else:
             self.messages.append(data)
+            self._arrived.set()
 
     async def wait_closed(self, timeout: float = 10.0) -> int:
         """The close code, once the socket is closed (fails after ``timeout``)."""
@@ -92,6 +95,23 @@ class Socket:
             raise AssertionError(f"{self!r} was not closed within {timeout} s") from None
         assert self.code is not None
         return self.code
+
+    async def wait_message(self, text: str, timeout: float = 10.0) -> None:
+        """Wait until the socket received ``text`` (fails after ``timeout``, or if it closed)."""
+
+        async def arrived() -> None:
+            while text not in self.messages:
+                if self.closed.is_set():
+                    raise AssertionError(f"{self!r} closed before {text!r} arrived; got {self.messages}")
+                self._arrived.clear()
+                await self._arrived.wait()
+
+        try:
+            await asyncio.wait_for(arrived(), timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"{self!r} did not get {text!r} within {timeout} s; got {self.messages}"
+            ) from None
 
     async def ping(self, timeout: float = 5.0) -> None:
         """Prove the socket is open: the node answers ``ping`` with ``pong``."""
@@ -174,18 +194,21 @@ class Browser:
         self.session_id = str(body["session"])
         return self.session_id
 
-    async def try_connect(self, node: int) -> Socket | int:
-        """Open a websocket to node ``node``: the socket, or the HTTP status that refused it."""
+    async def try_connect(self, node: int, **params: str) -> Socket | int:
+        """Open a websocket to node ``node`` (``params``: the query, e.g. ``data``): the
+        socket, or the HTTP status that refused it."""
         url = f"{self._clients.cluster.url(node)}/ws"
         try:
-            ws = await self._clients.http.ws_connect(url, headers=self.headers(), autoping=True)
+            ws = await self._clients.http.ws_connect(
+                url, headers=self.headers(), autoping=True, params=params
+            )
         except aiohttp.WSServerHandshakeError as error:
             return error.status
         return self._clients.adopt(ws, node)
 
-    async def connect(self, node: int) -> Socket:
+    async def connect(self, node: int, **params: str) -> Socket:
         """Open a websocket to node ``node`` and wait for its handle (fails if refused)."""
-        socket = await self.try_connect(node)
+        socket = await self.try_connect(node, **params)
         assert isinstance(socket, Socket), f"node{node + 1} refused the websocket with HTTP {socket}"
         await asyncio.wait_for(socket.hello.wait(), 10)
         assert socket.handle, f"{socket!r} was closed before it was registered (code {socket.code})"

@@ -1,6 +1,7 @@
 """The node app on Starlette (under uvicorn), through ``sessionws_starlette``.
 
-It serves the same endpoints as the aiohttp node (the benchmark-only ones excepted),
+It serves the same endpoints as the aiohttp node (``/rotate``, ``/events`` and the
+benchmark's excepted; ``test_node_apps.py`` holds them to it),
 and reads and writes the *same session cookie*: aiohttp-session's ``SimpleCookieStorage``
 format (``AIOHTTP_SESSION`` = JSON ``{"created": ..., "session": {...}}``). So a browser
 logged in on an aiohttp node opens websockets on a Starlette node of the same cluster,
@@ -17,6 +18,7 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -24,20 +26,37 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 
-from sessionws import BrokerUnavailableError, SessionRegistry, SessionWSError
+from sessionws import BrokerUnavailableError, KeyRevokedError, SessionRegistry, SessionWSError
 from sessionws_starlette import (
     SessionWSMiddleware,
+    add_keys_ws,
+    broadcast_ws,
     close_all_ws,
+    close_handle_ws,
     count_ws,
     get_registry,
+    members_session_ws,
+    members_ws,
     new_session_ws_id,
+    remove_keys_ws,
     revoke_session_ws,
     revoke_ws,
     schedule_close_all_session_ws,
+    send_to_ws,
+    send_ws,
     session_ws,
     sessionws_lifespan,
+    set_data_ws,
 )
-from tests.cluster._app_common import USER_KEY, NodeConfig, report_json
+from tests.cluster._app_common import (
+    USER_KEY,
+    NodeConfig,
+    delivered_json,
+    members_json,
+    parse_data,
+    report_json,
+    send_report_json,
+)
 
 __all__ = ("SimpleCookieSessionMiddleware", "build_starlette_app")
 
@@ -101,6 +120,27 @@ def _key(request: Request) -> str:
     return key
 
 
+def _handle_id(request: Request) -> str:
+    handle_id = request.query_params.get("handle", "")
+    if not handle_id:
+        raise ValueError("give ?handle= (the id /ws sent)")
+    return handle_id
+
+
+def _sockets(connection: Request | WebSocket) -> dict[str, WebSocket]:
+    """This node's open sessionws sockets by handle id (the socket verbs take the websocket)."""
+    sockets: dict[str, WebSocket] = connection.app.state.sockets
+    return sockets
+
+
+def _socket(request: Request) -> WebSocket:
+    """The websocket ``?handle=`` names, if this node holds it."""
+    websocket = _sockets(request).get(_handle_id(request))
+    if websocket is None:
+        raise HTTPException(404, "no such socket on this node: ask the node that sent its handle")
+    return websocket
+
+
 def _flag(request: Request, name: str) -> bool:
     return request.query_params.get(name, "") in ("1", "true", "yes")
 
@@ -147,15 +187,36 @@ async def login(request: Request) -> JSONResponse:
 
 async def websocket(ws: WebSocket) -> None:
     user = ws.session.get(USER_KEY)
-    async with session_ws(ws, [f"user:{user}"] if isinstance(user, str) and user else []) as handle:
-        if not handle.closing:  # registered, unless a close or revoke raced it
-            await ws.send_text(json.dumps({"handle": handle.id, "node": _config(ws).name}))
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                break
-            if message.get("text") == "ping" and not handle.closing:
-                await ws.send_text("pong")
+    keys = [f"user:{user}"] if isinstance(user, str) and user else []
+    async with session_ws(ws, keys, data=parse_data(ws.query_params.get("data"))) as handle:
+        _sockets(ws)[handle.id] = ws
+        try:
+            if not handle.closing:  # registered, unless a close or revoke raced it
+                await ws.send_text(json.dumps({"handle": handle.id, "node": _config(ws).name}))
+            while True:
+                message = await ws.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                if message.get("text") == "ping" and not handle.closing:
+                    await ws.send_text("pong")
+        finally:
+            _sockets(ws).pop(handle.id, None)
+
+
+async def join(request: Request) -> JSONResponse:
+    """Add ``?key=`` to the socket ``?handle=`` (on the node that holds it)."""
+    await add_keys_ws(_socket(request), _key(request))
+    return JSONResponse({"joined": True})
+
+
+async def leave(request: Request) -> JSONResponse:
+    await remove_keys_ws(_socket(request), _key(request))
+    return JSONResponse({"left": True})
+
+
+async def set_data(request: Request) -> JSONResponse:
+    await set_data_ws(_socket(request), parse_data(request.query_params.get("data")))
+    return JSONResponse({"data": True})
 
 
 async def logout(request: Request) -> JSONResponse:
@@ -202,6 +263,57 @@ async def revoke(request: Request) -> JSONResponse:
     return JSONResponse(report_json(report))
 
 
+async def send(request: Request) -> JSONResponse:
+    report = await send_ws(
+        request,
+        _key(request),
+        request.query_params.get("data", ""),
+        exclude=request.query_params.get("exclude") or None,
+        confirm=_flag(request, "confirm"),
+        timeout=_seconds(request, "timeout"),
+    )
+    return JSONResponse({"sent": True, **send_report_json(report)})
+
+
+async def send_to(request: Request) -> JSONResponse:
+    delivered = await send_to_ws(
+        request,
+        _handle_id(request),
+        request.query_params.get("data", ""),
+        timeout=_seconds(request, "timeout"),
+    )
+    return JSONResponse(delivered_json(delivered))
+
+
+async def close_handle(request: Request) -> JSONResponse:
+    delivered = await close_handle_ws(
+        request,
+        _handle_id(request),
+        code=int(request.query_params.get("code", "1000")),
+        reason=request.query_params.get("reason", ""),
+        timeout=_seconds(request, "timeout"),
+    )
+    return JSONResponse(delivered_json(delivered))
+
+
+async def broadcast(request: Request) -> JSONResponse:
+    report = await broadcast_ws(
+        request, request.query_params.get("data", ""), exclude=request.query_params.get("exclude") or None
+    )
+    return JSONResponse(send_report_json(report))
+
+
+async def members(request: Request) -> JSONResponse:
+    """The sockets of ``?key=`` cluster-wide; without a key, the caller's session's."""
+    limit = int(request.query_params["limit"]) if request.query_params.get("limit") else None
+    timeout = _seconds(request, "timeout")
+    if request.query_params.get("key"):
+        listing = await members_ws(request, _key(request), limit=limit, timeout=timeout)
+    else:
+        listing = await members_session_ws(request, limit=limit, timeout=timeout)
+    return JSONResponse(members_json(listing))
+
+
 async def count(request: Request) -> JSONResponse:
     total, complete = await count_ws(request, _key(request), timeout=_seconds(request, "timeout"))
     return JSONResponse({"total": total, "complete": complete})
@@ -213,7 +325,8 @@ async def stats(request: Request) -> JSONResponse:
 
 
 async def _bad_request(request: Request, error: Exception) -> JSONResponse:
-    return JSONResponse({"error": f"{type(error).__name__}: {error}"}, status_code=400)
+    status = 403 if isinstance(error, KeyRevokedError) else 400
+    return JSONResponse({"error": f"{type(error).__name__}: {error}"}, status_code=status)
 
 
 def build_starlette_app(config: NodeConfig, registry: SessionRegistry) -> Starlette:
@@ -227,6 +340,14 @@ def build_starlette_app(config: NodeConfig, registry: SessionRegistry) -> Starle
             Route("/logout-others", logout_others, methods=["POST"]),
             Route("/close", close, methods=["POST"]),
             Route("/revoke", revoke, methods=["POST"]),
+            Route("/send", send, methods=["POST"]),
+            Route("/join", join, methods=["POST"]),
+            Route("/leave", leave, methods=["POST"]),
+            Route("/data", set_data, methods=["POST"]),
+            Route("/members", members),
+            Route("/send-to", send_to, methods=["POST"]),
+            Route("/close-handle", close_handle, methods=["POST"]),
+            Route("/broadcast", broadcast, methods=["POST"]),
             Route("/count", count),
             Route("/stats", stats),
         ],
@@ -238,4 +359,5 @@ def build_starlette_app(config: NodeConfig, registry: SessionRegistry) -> Starle
         lifespan=sessionws_lifespan(registry),
     )
     app.state.config = config
+    app.state.sockets = {}
     return app

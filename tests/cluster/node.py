@@ -33,9 +33,10 @@ let the tests and the benchmark look inside. All answers are JSON:
 
 * ``GET /health``: ``healthy``, ``node`` (registry node id), ``live_nodes``; 503 when unhealthy.
 * ``POST /login?user=U``: a new session with a new session-ws id and user ``U``.
-* ``GET /ws``: the websocket, registered under ``[session id, "user:U"]``. Its first
-  message is ``{"handle": ..., "node": ...}`` so the client can name itself to
-  ``/logout-others``; it answers ``ping`` with ``pong``.
+* ``GET /ws`` (``data``: a JSON object, the socket's data): the websocket, registered
+  under ``[session id, "user:U"]``. Its first message is ``{"handle": ..., "node": ...}``
+  so the client can name itself to ``/logout-others`` and the socket verbs below; it
+  answers ``ping`` with ``pong``.
 * ``POST /logout`` (``?revoke=1`` revokes instead of closing): closes the session's
   sockets everywhere after the response is sent, and starts a new session.
 * ``POST /logout-others?handle=H``: closes every socket of the user except ``H``.
@@ -44,7 +45,21 @@ let the tests and the benchmark look inside. All answers are JSON:
 * ``POST /revoke?key=K`` (``ttl``), ``GET /count?key=K``, ``GET /stats``.
 * ``POST /rotate`` (aiohttp only): revoke the session's id everywhere and give it a new
   one (``rotate_session_ws_id``); answers ``{"session": new id}``.
-* ``POST /send?key=K&data=D`` (aiohttp only): ``send_all(key, data)``.
+* ``POST /send?key=K&data=D`` (``confirm``, ``timeout``, ``exclude``): ``send_ws``; the
+  ``SendReport`` as JSON (with ``"sent": true``).
+* ``POST /join?handle=H&key=K``, ``POST /leave?handle=H&key=K``, ``POST /data?handle=H&data=J``
+  (``J`` a JSON object; none removes the data), on the node that holds socket ``H`` (404
+  elsewhere): ``add_keys_ws``, ``remove_keys_ws``, ``set_data_ws`` on that socket; a
+  revoked key gets 403 with the ``KeyRevokedError`` message.
+* ``GET /members?key=K`` (``limit``, ``timeout``): ``members_ws``, the sockets of ``K``
+  cluster-wide (``handle``, ``node``, ``keys``, ``data``, sorted by handle) with
+  ``complete``, ``missing`` and ``truncated``; without ``key``, the caller's session's
+  sockets (``members_session_ws``).
+* ``POST /send-to?handle=H&data=D`` (``timeout``) and ``POST /close-handle?handle=H``
+  (``code``, ``reason``, ``timeout``): ``send_to_ws`` and ``close_handle_ws``, the
+  ``Delivered`` as JSON (``found``, ``node``, ``complete``, ``queued``); 400 for a string
+  that is no handle id.
+* ``POST /broadcast?data=D`` (``exclude``): ``broadcast_ws``, the ``SendReport`` as JSON.
 * ``GET /events`` (aiohttp, with ``--record-events``): the registry's ``member_joined``
   and ``member_left`` events in order.
 * For the benchmark (aiohttp only): ``GET /raw-ws`` and ``POST /raw-close?id=`` (websockets

@@ -24,7 +24,7 @@ from tests.cluster._cluster import NAMESPACE, Cluster, local_cluster
 from tests.cluster._nodes import NodeProcess, get_json
 from tests.faults._broker_control import PERSISTENT_REDIS, BrokerControl
 from tests.faults._checker import Checker, Violation
-from tests.faults._history import History
+from tests.faults._history import Entry, History
 from tests.faults._nemesis import Nemesis, plan, start_node
 from tests.faults._workload import Workload
 
@@ -93,9 +93,14 @@ async def run_campaign(kind: str, seed: int, settings: Settings, directory: Path
         async with Clients(cluster, connections=0, timeout=60.0) as clients:
             workload = Workload(cluster, clients, history, seed)
             nemesis = Nemesis(cluster, broker, history, workload)
-            async with asyncio.TaskGroup() as run:
-                run.create_task(nemesis.run(schedule))
-                run.create_task(workload.run(settings.duration))
+            watching = asyncio.create_task(_watch(cluster, history))
+            try:
+                async with asyncio.TaskGroup() as run:
+                    run.create_task(nemesis.run(schedule))
+                    run.create_task(workload.run(settings.duration))
+            finally:
+                watching.cancel()
+                await asyncio.gather(watching, return_exceptions=True)
             history.note("campaign", "faults over", "all", f"{len(schedule)} faults planned")
             await asyncio.to_thread(_heal, cluster, broker)
             history.note("campaign", "healed", "all")
@@ -126,6 +131,33 @@ async def run_campaign(kind: str, seed: int, settings: Settings, directory: Path
             _blame_deaf_nodes(outcome.violations)
             outcome.counts = _counts(history, workload)
     return outcome
+
+
+async def _watch(cluster: Cluster, history: History) -> None:
+    """Record when each node says its broker connection is down (``away``): it does not
+    beat then, so the others count its silence, which the checker must know."""
+    away: dict[str, Entry] = {}
+    try:
+        while True:
+            healths = await asyncio.gather(*(asyncio.to_thread(_health, node.url) for node in cluster.nodes))
+            for node, broker in zip(cluster.nodes, healths, strict=True):
+                if broker == "disconnected" and node.name not in away:
+                    away[node.name] = history.begin("watch", "away", node.name)
+                elif broker == "connected" and node.name in away:
+                    history.finish(away.pop(node.name), "connected")
+            await asyncio.sleep(0.1)
+    finally:
+        for entry in away.values():
+            history.finish(entry, "watch over")
+
+
+def _health(url: str) -> str | None:
+    """The node's broker state, or ``None`` when it does not answer (paused, dead)."""
+    try:
+        _, body = get_json(f"{url}/health", timeout=0.5)
+    except OSError:
+        return None
+    return str(body.get("broker")) if isinstance(body, dict) else None
 
 
 def _blame_deaf_nodes(violations: list[Violation]) -> None:

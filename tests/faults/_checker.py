@@ -15,6 +15,7 @@ from typing import Any
 
 from sessionws import CLOSE_DEFAULT, CLOSE_REVOKED, CLOSE_UNKNOWN_STATE
 from tests.cluster._clients import ABNORMAL
+from tests.cluster._cluster import HEARTBEAT, SILENCE_WINDOW
 from tests.faults._history import Entry, History
 from tests.faults._workload import Tracked
 
@@ -273,6 +274,10 @@ class Checker:
                     if kill.start >= self._since(tracked)
                 ):
                     continue  # its node was dead, the socket with it
+                # Silent longer than its window (three missed beats, then 30 intervals):
+                # no longer expected, the documented limit.
+                if verb.start - self.history.silent_since(node, verb.start) > SILENCE_WINDOW + 3 * HEARTBEAT:
+                    continue
                 # A node paused or cut off falls silent: it must stay expected (bug 6).
                 window = (verb.start - 1.0, verb.end or verb.start)
                 paused = self.history.node_disrupted(node, *window) or self.history.broker_disrupted(

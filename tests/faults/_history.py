@@ -120,6 +120,26 @@ class History:
         faults = [*self.faults(*BROKER_FAULTS), *self.faults("node-cut", target=node)]
         return any(entry.overlaps(start - RECONNECT, end) for entry in faults)
 
+    def silent_since(self, node: str, at: float, gap: float = 0.3) -> float:
+        """When ``node`` last beat before ``at``, as far as the history knows: the start of
+        the unbroken run of its pauses, kills, cuts, broker faults and the times the watch
+        saw it without a broker connection (``away``) that covers ``at`` (``at`` itself
+        when none does). Runs less than ``gap`` apart count as one."""
+        spans = sorted(
+            (entry.start, entry.end if entry.end is not None else at)
+            for entry in [
+                *self.faults("node-pause", "node-kill", "node-cut", target=node),
+                *self.faults(*BROKER_FAULTS),
+                *(e for e in self.entries if e.actor == "watch" and e.what == "away" and e.target == node),
+            ]
+            if entry.start <= at
+        )
+        since = at
+        for start, end in reversed(spans):  # newest start first; ``since`` only moves back
+            if end + gap >= since and start < since:
+                since = start
+        return since
+
     # ------------------------------------------------------------------ printing
     def replay(self, test_id: str = "") -> str:
         """The command that runs this seed again (``test_id``: the pytest node id)."""

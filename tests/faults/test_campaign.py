@@ -56,6 +56,12 @@ REGRESSION_SEEDS: list[tuple[str, int, float, str]] = [
     ("nats-cluster", 883711797, 30.0, "new 1: complete=True from a node 0.3 s after its restart; bug 5"),
     (
         "nats-cluster",
+        1226511989,
+        20.0,
+        "a node silent past its window (JetStream not ready after a failover)",
+    ),
+    (
+        "nats-cluster",
         1794270212,
         20.0,
         "bug 6: complete=True from a node just resumed, a cut-off node unheard",
