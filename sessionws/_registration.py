@@ -21,7 +21,12 @@ from sessionws._keys import Batch
 from sessionws._node import Node
 from sessionws._protocols import Connection
 
-__all__ = ("Registrations", "check_key", "normalize_keys")
+__all__ = ("MAX_KEYS_PER_SOCKET", "Registrations", "check_key", "check_key_count", "normalize_keys")
+
+#: The most keys one socket may hold (its first key, the session's id, included), at
+#: ``register`` and after ``add_keys``: each key is a subscription of the node, so a client
+#: that may choose rooms must not make the node subscribe without bound.
+MAX_KEYS_PER_SOCKET = 256
 
 
 class Registrations:
@@ -55,6 +60,7 @@ class Registrations:
     ) -> Handle:
         node = self._node
         key_tuple = (keys,) if type(keys) is str and keys else normalize_keys(keys)
+        check_key_count(len(key_tuple))
         checked_data = None if data is None else check_data(data)
         table = self._keys
         states = tuple(table.get(key) or self._table.create(key) for key in key_tuple)
@@ -148,6 +154,7 @@ class Registrations:
     async def add_keys(self, handle: Handle, keys: str | Iterable[str]) -> None:
         handle = self.own_handle(handle)
         new_keys = [key for key in normalize_keys(keys) if key not in handle.keys]
+        check_key_count(len(handle.keys) + len(new_keys))
         for key in new_keys:
             if await self._is_revoked(key):
                 raise KeyRevokedError("a revoked key cannot be added; authenticate again first")
@@ -155,6 +162,7 @@ class Registrations:
         new_keys = [key for key in new_keys if key not in handle.keys]
         if not new_keys:
             return
+        check_key_count(len(handle.keys) + len(new_keys))  # another add may have run meanwhile
         node = self._node
         states = [self._keys.get(key) or self._table.create(key) for key in new_keys]
         new_states: list[KeyState] = []
@@ -206,11 +214,21 @@ class Registrations:
 
 
 def check_key(key: object) -> str:
+    """``key`` if it is a non-empty ``str``, else ``TypeError`` / ``ValueError``."""
     if not isinstance(key, str):
         raise TypeError(f"keys must be str, not {type(key).__name__}")
     if not key:
-        raise ValueError("keys must be non-empty strings")
+        raise ValueError("a key must be a non-empty string")
     return key
+
+
+def check_key_count(count: int) -> None:
+    """``ValueError`` when a socket would hold more than :data:`MAX_KEYS_PER_SOCKET` keys."""
+    if count > MAX_KEYS_PER_SOCKET:
+        raise ValueError(
+            f"a socket may hold at most {MAX_KEYS_PER_SOCKET} keys, its session's id included "
+            f"(this one would hold {count}): remove keys it no longer needs first"
+        )
 
 
 def normalize_keys(keys: str | Iterable[str]) -> tuple[str, ...]:

@@ -300,8 +300,8 @@ class SessionRegistry(RegistryVerbs):
 
         A key that is revoked, or closed while this registration was under way, ends
         with the connection closed (check ``handle.closing``); under the fail-closed
-        policy the connection is closed with 1012. ``data``, a small JSON object
-        (at most 4 KiB encoded), is kept as ``handle.data`` and shown by ``members``.
+        policy the connection is closed with 1012. At most 256 keys (``ValueError``);
+        ``data``, a JSON object of at most 4 KiB, is ``handle.data`` (see ``members``).
         """
         # The commonest case, a second socket of a session on this node, kept short.
         # The table's keys are valid key strings: any other ``keys`` misses it (an

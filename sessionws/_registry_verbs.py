@@ -69,7 +69,8 @@ class RegistryVerbs:
         """Register ``handle`` under more ``keys`` (a room it joins, a user it logged in
         as); idempotent. Returns once the keys are subscribed and their markers read,
         as for ``register``: a close of a key racing the add closes the connection.
-        A revoked key raises :class:`KeyRevokedError` and adds nothing.
+        A revoked key raises :class:`KeyRevokedError`, more than 256 keys in all
+        ``ValueError``; neither adds anything.
         """
         await self._registrations.add_keys(handle, keys)
 

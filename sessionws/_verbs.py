@@ -16,15 +16,14 @@ from sessionws._codes import validate_close
 from sessionws._data import check_data
 from sessionws._handles import Handle
 from sessionws._protocols import Registry
+from sessionws._registration import check_key, check_key_count
 from sessionws._reports import CloseReport, Count, Members, SendReport
 
 __all__ = (
-    "MAX_KEYS_PER_SOCKET",
     "IdGetter",
     "Schedule",
     "Work",
     "add_keys",
-    "check_key",
     "check_socket",
     "check_ttl",
     "close_all_session",
@@ -40,11 +39,6 @@ __all__ = (
     "socket_keys",
 )
 
-#: The most keys one socket may hold (its session's id included), in ``session_ws(keys=)``
-#: and after ``add_keys``: each key is a subscription of the node, so a client that may
-#: choose rooms must not make the node subscribe without bound.
-MAX_KEYS_PER_SOCKET = 256
-
 T = TypeVar("T")
 
 #: Reads the request's session-ws id (``None`` when the session has none).
@@ -57,15 +51,6 @@ Schedule = Callable[[Work, str], None]
 
 
 # ---------------------------------------------------------------------- checks
-def check_key(key: object) -> str:
-    """``key`` if it is a non-empty ``str``, else ``TypeError`` / ``ValueError``."""
-    if not isinstance(key, str):
-        raise TypeError(f"a key must be a str, not {type(key).__name__}")
-    if not key:
-        raise ValueError("a key must be a non-empty string")
-    return key
-
-
 def check_ttl(ttl: float | None) -> None:
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float) or not ttl > 0):
         raise ValueError(f"ttl must be None or a positive number of seconds, not {ttl!r}")
@@ -79,14 +64,6 @@ def _key_tuple(keys: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(check_key(key) for key in keys)
 
 
-def _check_count(count: int) -> None:
-    if count > MAX_KEYS_PER_SOCKET:
-        raise ValueError(
-            f"a socket may hold at most {MAX_KEYS_PER_SOCKET} keys, its session's id included "
-            f"(this one would hold {count}): remove keys it no longer needs first"
-        )
-
-
 def check_socket(
     keys: str | Iterable[str], data: Mapping[str, Any] | None
 ) -> tuple[tuple[str, ...], dict[str, Any] | None]:
@@ -94,7 +71,7 @@ def check_socket(
     id at most :data:`MAX_KEYS_PER_SOCKET`) and a checked copy of its ``data``: checked
     before anything is read or changed, so bad ones fail before the upgrade."""
     extra = tuple(dict.fromkeys(_key_tuple(keys)))
-    _check_count(len(extra) + 1)
+    check_key_count(len(extra) + 1)
     return extra, None if data is None else check_data(data)
 
 
@@ -113,9 +90,9 @@ async def first_revoked(registry: Registry, keys: Iterable[str]) -> str | None:
 
 # ---------------------------------------------------------------------- one socket
 async def add_keys(registry: Registry, handle: Handle, keys: str | Iterable[str]) -> None:
-    """``registry.add_keys`` within :data:`MAX_KEYS_PER_SOCKET`; no keys: nothing to do."""
+    """``registry.add_keys`` (which keeps the socket within :data:`MAX_KEYS_PER_SOCKET`);
+    no keys: nothing to do."""
     wanted = _key_tuple(keys)
-    _check_count(len(dict.fromkeys((*handle.keys, *wanted))))
     if wanted:
         await registry.add_keys(handle, wanted)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import anyio
 import pytest
 
 from sessionws import Handle, KeyRevokedError, MemoryHub, MemoryTransport, SessionRegistry
@@ -136,6 +137,43 @@ async def test_keys_of_a_closed_or_foreign_handle_cannot_change() -> None:
             await nodes[0].add_keys(handle, "room")
         with pytest.raises(ValueError, match="closed"):
             await nodes[0].set_data(handle, {})
+
+
+async def test_a_socket_holds_at_most_256_keys_at_registration_and_after_adds() -> None:
+    async with SessionRegistry(MemoryTransport(MemoryHub()), **FAST) as node:
+        too_many = [f"key-{index}" for index in range(257)]
+        with pytest.raises(ValueError, match="at most 256 keys"):
+            await node.register(RecordingConnection(), too_many)
+        assert node.stats()["sockets"] == 0 and node.stats()["keys"] == 0
+        # Repeats count once, as the keys a socket holds do.
+        handle = await node.register(RecordingConnection(), [*too_many[:255], *too_many[:255]])
+        assert len(handle.keys) == 255
+        await node.add_keys(handle, [too_many[0], "room-1"])  # already held + one: 256
+        with pytest.raises(ValueError, match=r"at most 256 keys.*would hold 257"):
+            await node.add_keys(handle, "room-2")
+        assert len(handle.keys) == 256 and "room-2" not in handle.keys
+        await node.add_keys(handle, "room-1")  # idempotent at the cap
+        await node.remove_keys(handle, "room-1")
+        await node.add_keys(handle, "room-2")
+        assert len(handle.keys) == 256 and not handle.closing
+
+
+async def test_adds_racing_past_the_key_cap_add_only_what_fits() -> None:
+    async with SessionRegistry(MemoryTransport(MemoryHub()), **FAST) as node:
+        handle = await node.register(RecordingConnection(), [f"key-{index}" for index in range(255)])
+        refused: list[ValueError] = []
+
+        async def add(key: str) -> None:
+            try:
+                await node.add_keys(handle, key)
+            except ValueError as error:
+                refused.append(error)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(add, "room-a")
+            tasks.start_soon(add, "room-b")
+        assert len(refused) == 1 and "at most 256 keys" in str(refused[0])
+        assert len(handle.keys) == 256
 
 
 async def test_nothing_is_left_after_sockets_with_added_keys_leave() -> None:
