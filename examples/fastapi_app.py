@@ -1,6 +1,6 @@
 """sessionws with FastAPI: every websocket of a session closes when it logs out, on every node.
 
-    pip install 'sessionws[starlette]' fastapi uvicorn
+    pip install 'sessionws[starlette]' fastapi uvicorn websockets  # uvicorn needs a websocket library
     python examples/fastapi_app.py                      # one node, memory transport
     SESSIONWS_URL=redis://localhost:6379/0 uvicorn examples.fastapi_app:app --port 8001
 

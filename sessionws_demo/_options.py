@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from sessionws import BrokerUnavailableError
+from sessionws import BrokerUnavailableError, SessionWSError
 
 __all__ = (
     "COOKIE_MAX_AGE",
@@ -94,9 +94,12 @@ def announce(framework: str, url: str, options: DemoOptions, node: str) -> None:
         print("note: give every node the same --secret so they share sessions", flush=True)
 
 
-def broker_failure(error: BaseException | None) -> BrokerUnavailableError | None:
-    """The ``BrokerUnavailableError`` in ``error`` (or in its exception groups), if any."""
-    if isinstance(error, BrokerUnavailableError):
+def broker_failure(error: BaseException | None) -> Exception | None:
+    """What kept the demo from its broker at start, in ``error`` (or in its exception
+    groups), if anything: the broker unreachable (``BrokerUnavailableError``), the
+    transport's extra not installed (``ImportError``), or a server that cannot serve
+    sessionws (another ``SessionWSError``, such as a NATS server older than 2.11)."""
+    if isinstance(error, BrokerUnavailableError | ImportError | SessionWSError):
         return error
     if isinstance(error, BaseExceptionGroup):
         for inner in error.exceptions:
@@ -105,10 +108,13 @@ def broker_failure(error: BaseException | None) -> BrokerUnavailableError | None
     return None
 
 
-def broker_unreachable(options: DemoOptions, error: BrokerUnavailableError) -> str:
-    """What to print, instead of a traceback, when the demo cannot reach its broker at start."""
+def broker_unreachable(options: DemoOptions, error: Exception) -> str:
+    """What to print, instead of a traceback, when the demo cannot use its broker at start."""
+    where = public_transport(options.transport)
+    if not isinstance(error, BrokerUnavailableError):
+        return f"the demo cannot use its broker at {where}: {error}"
     return (
-        f"the demo cannot reach its broker at {public_transport(options.transport)}: {error}\n"
+        f"the demo cannot reach its broker at {where}: {error}\n"
         "start the broker first (redis-server, or nats-server -js), or leave out --transport "
         "to run the demo on memory:// (a cluster of one)"
     )

@@ -28,7 +28,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket
 
 import sessionws_starlette as sw
-from sessionws import BrokerUnavailableError, SessionRegistry
+from sessionws import SessionRegistry
 
 from ._metrics import DemoMetrics
 from ._options import (
@@ -230,7 +230,7 @@ def run(options: DemoOptions) -> int:
         with listener:
             server.run(sockets=[listener])  # a failed startup raises SystemExit(3)
     except SystemExit:
-        failure: BrokerUnavailableError | None = getattr(app.state, "broker_failure", None)
+        failure: Exception | None = getattr(app.state, "broker_failure", None)
         if failure is None:
             raise
         raise SystemExit(broker_unreachable(options, failure)) from None

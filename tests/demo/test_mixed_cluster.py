@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -21,6 +22,7 @@ from anyio.abc import Process
 from yarl import URL
 
 from sessionws import CLOSE_REVOKED
+from tests._nats_servers import NatsServer, NatsServerBinary, server_version
 from tests._ports import free_port
 from tests._redis_servers import RedisServer, running_redis
 from tests.aiohttp.helpers import Browser, closed_with
@@ -139,3 +141,27 @@ async def test_an_unreachable_broker_is_said_in_two_lines_not_a_traceback() -> N
         assert "the demo cannot reach its broker at redis://127.0.0.1:" in errors, (framework, errors)
         assert "leave out --transport" in errors
         assert "Traceback" not in errors, (framework, errors)
+
+
+async def test_a_nats_server_too_old_for_the_markers_is_said_in_one_line_not_a_traceback() -> None:
+    """Debian's nats-server (2.9) has no per-message TTL: the demo says so and how to fix it."""
+    old = [
+        NatsServerBinary(path, version)
+        for path in filter(None, [shutil.which("nats-server")])
+        if (version := server_version(path)) is not None and version < (2, 11, 0)
+    ]
+    if not old:
+        pytest.skip("no nats-server older than 2.11 on PATH (Debian's package is 2.9)")
+    async with NatsServer(old[0]) as server:
+        for framework in ("aiohttp", "starlette"):
+            command = [
+                sys.executable, "-m", "sessionws_demo", "--framework", framework, "--port", "0",
+                "--transport", server.url, "--secret", SECRET,
+            ]  # fmt: skip
+            with anyio.fail_after(30):
+                completed = await anyio.run_process(command, check=False)
+            errors = completed.stderr.decode()
+            assert completed.returncode == 1, (framework, errors)
+            assert f"the demo cannot use its broker at {server.url}" in errors, (framework, errors)
+            assert "2.11" in errors, (framework, errors)
+            assert "Traceback" not in errors, (framework, errors)
