@@ -38,30 +38,23 @@
 
 from __future__ import annotations
 
-import logging
 import warnings
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Literal
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
 
-import anyio
-import anyio.abc
 import anyio.lowlevel
 import nats.errors
 from nats.aio.client import Client
 
 from sessionws.transport import Marker, TransportError, TransportHandler
 from sessionws_nats._channels import ChannelSubscriptions
-from sessionws_nats._confirm import Confirmations
-from sessionws_nats._dispatch import sink_delivers_repeatedly
-from sessionws_nats._errors import UnsupportedNatsServerError, broker_errors
-from sessionws_nats._markers import MarkerStore
+from sessionws_nats._connection import NatsConnection
+from sessionws_nats._errors import broker_errors
 from sessionws_nats._names import validate_prefix
-from sessionws_nats._options import CALLBACKS, CONNECT_DEFAULTS, chain_callbacks, split_options
+from sessionws_nats._options import CONNECT_DEFAULTS, split_options
 
 __all__ = ("NatsTransport", "transport_from_url")
-
-logger = logging.getLogger("sessionws.nats")
 
 _DEFAULT_MAX_PAYLOAD = 1 << 20
 _DEFAULT_OPEN_TIMEOUT = 5.0
@@ -181,18 +174,21 @@ class NatsTransport:
         self.interest_grace = float(interest_grace)
         self.max_payload = min(_DEFAULT_MAX_PAYLOAD, max_payload or _DEFAULT_MAX_PAYLOAD)
 
-        self._client: Client | None = None
-        self._handler: TransportHandler | None = None
         self._channels = ChannelSubscriptions(self._subject_prefix, self._deliver)
-        self._store = self._new_store()
-        self._confirmations = Confirmations(self._request_timeout)
-        self._dispatch_checked = False
-        self._identity = ""
-        self._problem = "not connected yet"
-        self._open = self._ready = self._closing = False
-        self._stream_suspect = False
-        self._reconnects_seen = 0
-        self._wake = anyio.Event()
+        self._connection = NatsConnection(
+            client,
+            servers=self._servers,
+            connect_options=self._connect_options,
+            bucket=bucket,
+            replicas=replicas,
+            request_timeout=self._request_timeout,
+            open_timeout=self._open_timeout,
+            poll_interval=self._poll_interval,
+            shutdown_timeout=self._shutdown_timeout,
+            shared_dispatch=shared_dispatch,
+            channels=self._channels,
+            on_prepared=self._adopt_limits,
+        )
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> NatsTransport:
@@ -207,280 +203,54 @@ class NatsTransport:
         servers, transport_options, connect_options = split_options(url, options)
         return cls(servers=servers, connect_options=connect_options, **transport_options)
 
-    def _new_store(self) -> MarkerStore:
-        return MarkerStore(
-            self._bucket,
-            replicas=self._replicas,
-            request_timeout=self._request_timeout,
-            on_stream_missing=self._on_stream_missing,
-        )
-
     # ------------------------------------------------------------------ state
     @property
     def connected(self) -> bool:
         """Whether calls can reach the broker right now."""
-        return self._ready
+        return self._connection.ready
 
     @property
     def identity(self) -> str:
         """The bucket's stream and its creation time; ``""`` until first connected."""
-        return self._identity
+        return self._connection.identity
 
     @property
     def client(self) -> Client | None:
         """The nats-py client in use while the transport is open."""
-        return self._client
+        return self._connection.client
 
     # ------------------------------------------------------------------ lifetime
     def open(self, handler: TransportHandler) -> AbstractAsyncContextManager[None]:
         """Connect (or adopt the client), set the bucket up, and supervise the connection."""
-        return self._run(handler)
+        return self._connection.run(handler)
 
-    @asynccontextmanager
-    async def _run(self, handler: TransportHandler) -> AsyncIterator[None]:
-        if self._open:
-            raise RuntimeError("this NatsTransport is already open; make one per registry")
-        client = self._given_client if self._given_client is not None else Client()
-        if client.options.get("no_echo"):
-            raise ValueError(
-                "a client connected with no_echo=True cannot be used: calls are confirmed by echo"
-            )
-        self._open, self._ready, self._closing = True, False, False
-        self._handler, self._client = handler, client
-        self._store, self._confirmations = self._new_store(), Confirmations(self._request_timeout)
-        self._dispatch_checked = False
-        self._wake = anyio.Event()
-        # Errors from open() itself and from the caller's block are re-raised after the
-        # task group, so the caller sees them as they are, not inside an ExceptionGroup.
-        failure: Exception | None = None
-        try:
-            async with anyio.create_task_group() as tasks:
-                try:
-                    await self._start(client, tasks)
-                    try:
-                        yield
-                    except Exception as error:
-                        failure = error
-                except UnsupportedNatsServerError as error:
-                    failure = error
-                finally:
-                    self._closing = True
-                    tasks.cancel_scope.cancel()
-                    with anyio.move_on_after(self._shutdown_timeout, shield=True):
-                        await self._shutdown(client)
-                    if self._given_client is None and not client.is_closed:
-                        with anyio.CancelScope(shield=True):
-                            await client.close()
-        finally:
-            self._open = self._ready = False
-            self._handler = self._client = None
-            self._channels.clear()
-        if failure is not None:
-            raise failure
-
-    async def _start(self, client: Client, tasks: anyio.abc.TaskGroup) -> None:
-        if self._given_client is None:
-            connected = anyio.Event()
-            tasks.start_soon(self._connect, client, connected)
-            with anyio.move_on_after(self._open_timeout):
-                await connected.wait()
-        if client.is_connected:
-            await self._try_prepare(client, opening=True)
-        if not self._ready:
-            logger.warning("NATS is not usable at start (%s); retrying in the background", self._problem)
-        tasks.start_soon(self._supervise, client)
-
-    async def _connect(self, client: Client, connected: anyio.Event) -> None:
-        options = dict(self._connect_options)
-        theirs = {name: options.pop(name, None) for name in CALLBACKS}
-        try:
-            await client.connect(
-                servers=self._servers,
-                disconnected_cb=chain_callbacks(self._on_disconnected, theirs["disconnected_cb"]),
-                reconnected_cb=chain_callbacks(self._on_reconnected, theirs["reconnected_cb"]),
-                closed_cb=chain_callbacks(self._on_closed, theirs["closed_cb"]),
-                error_cb=theirs["error_cb"] or self._on_error,
-                **options,
-            )
-        except (nats.errors.Error, OSError, TimeoutError) as error:
-            self._problem = (
-                f"could not connect to {', '.join(self._servers)}: {error or type(error).__name__}"
-            )
-            logger.error("%s", self._problem)
-        finally:
-            connected.set()
-            self._wake.set()
-
-    async def _shutdown(self, client: Client) -> None:
-        subscriptions = self._channels.take_all()
-        confirmations = self._confirmations.take_subscription()
-        if not client.is_connected or client.is_draining:
-            return
-        try:
-            for subscription in subscriptions:
-                await subscription.unsubscribe()
-            await self._store.close()
-            if confirmations is not None:
-                if self._ready:
-                    await self._confirmations.confirm(client)  # the UNSUBs above were processed
-                await confirmations.unsubscribe()
-            if self._given_client is None:
-                await client.drain()
-            # A client the caller gave us stays theirs: no flush() here, which the
-            # shutdown's time bound could cancel (see _prepare).
-        except (nats.errors.Error, OSError, TimeoutError, TransportError) as error:
-            logger.info("NATS shutdown was not clean: %s", error or type(error).__name__)
-
-    # ------------------------------------------------------------------ supervision
-    async def _on_disconnected(self) -> None:
-        self._fail_waiters()
-        if not self._closing:
-            self._lose()
-        self._wake.set()
-
-    async def _on_reconnected(self) -> None:
-        self._wake.set()
-
-    async def _on_closed(self) -> None:
-        if not self._closing:
-            self._lose()
-            self._problem = "the NATS client was closed and will not reconnect"
-        self._wake.set()
-
-    async def _on_error(self, error: Exception) -> None:
-        if isinstance(error, OSError | TimeoutError | nats.errors.StaleConnectionError):
-            logger.debug("NATS connection error: %s", error or type(error).__name__)
-        else:
-            logger.warning("NATS error: %r", error)
-
-    def _on_stream_missing(self) -> None:
-        # The bucket's stream did not answer: it may be gone (deleted, or a server that
-        # lost its store). Go lost → prepare (which recreates it, with a new identity)
-        # → restored, so the registry reconciles.
-        self._stream_suspect = True
-        self._lose()
-        self._wake.set()
-
-    def _fail_waiters(self) -> None:
-        # Answers to requests sent on a dropped connection will not come: fail them now
-        # rather than at their timeout.
-        self._store.forget_connection()
-        self._confirmations.fail_all()
-
-    def _notify(self, what: Literal["connection_lost", "connection_restored"]) -> None:
-        # Runs in nats-py's reconnect task or our supervisor: a handler bug must stop neither.
-        handler = self._handler
-        if handler is None:
-            return
-        try:
-            if what == "connection_lost":
-                handler.connection_lost()
-            else:
-                handler.connection_restored()
-        except Exception:
-            logger.exception("the transport handler's %s() raised", what)
-
-    def _lose(self) -> None:
-        if not self._ready:
-            return
-        self._ready = False
-        self._problem = "the NATS connection dropped"
-        self._fail_waiters()
-        self._notify("connection_lost")
-
-    async def _supervise(self, client: Client) -> None:
-        while True:
-            with anyio.move_on_after(self._poll_interval):
-                await self._wake.wait()
-            self._wake = anyio.Event()
-            try:
-                up = client.is_connected and not client.is_draining
-                if self._ready and (not up or client.stats["reconnects"] != self._reconnects_seen):
-                    self._lose()
-                if not self._ready and up and not self._closing:
-                    await self._try_prepare(client, opening=False)
-            except Exception:
-                logger.exception("checking the NATS connection failed; retrying")
-
-    async def _try_prepare(self, client: Client, *, opening: bool) -> None:
-        reconnects = client.stats["reconnects"]
-        self._stream_suspect = False
-        try:
-            await self._prepare(client)
-        except TransportError as error:
-            self._problem = str(error)
-            logger.info("NATS is not ready yet: %s", error)
-            return
-        except UnsupportedNatsServerError as error:
-            if opening:
-                raise
-            self._problem = str(error)
-            logger.error("%s", error)
-            return
-        if not client.is_connected or client.stats["reconnects"] != reconnects or self._stream_suspect:
-            self._wake.set()  # it moved under us: look again
-            return
-        self._reconnects_seen = reconnects
-        self._ready = True
-        self._problem = ""
-        if not opening:
-            self._notify("connection_restored")
-
-    async def _prepare(self, client: Client) -> None:
-        if not self._dispatch_checked:
-            await self._choose_dispatch(client)
-        shared = self._channels.shared_dispatch
-        # Does the server answer? An echo through our own inbox, not nats-py's flush():
-        # a flush that times out (or is cancelled) leaves a cancelled future among
-        # nats-py's PONG waiters, and the PONG that comes later kills its read loop,
-        # leaving the client connected and deaf (nats-py 2.16).
-        await self._confirmations.subscribe(client, shared_dispatch=shared)
-        await self._confirmations.confirm(client)
-        identity = await self._store.prepare(client, shared_dispatch=shared)
-        with broker_errors("resubscribing"):
-            await self._channels.drop_stale()
-            while True:
-                await self._channels.subscribe(client, self._channels.missing())
-                await self._confirmations.confirm(client)
-                if self._channels.complete:  # nothing was added while we waited
-                    break
+    def _adopt_limits(self, client: Client) -> None:
+        # Called by the connection each time it is ready: the server's limit may differ.
         self.max_payload = min(client.max_payload, self._max_payload_cap or client.max_payload)
-        self._identity = identity
-
-    async def _choose_dispatch(self, client: Client) -> None:
-        shared = self._shared_dispatch
-        if shared:
-            with broker_errors("checking message dispatch"):
-                shared = await sink_delivers_repeatedly(client, client.new_inbox(), self._request_timeout)
-            if not shared:
-                logger.warning(
-                    "this nats-py does not pass every message of a future= subscription on; "
-                    "falling back to one callback task per subscription (more memory per channel)"
-                )
-        self._channels.use_shared_dispatch(shared)
-        self._dispatch_checked = True
 
     # ------------------------------------------------------------------ channels
     def _deliver(self, channel: str, payload: bytes) -> None:
-        if self._handler is not None:
-            self._handler.message_received(channel, payload)
+        handler = self._connection.handler
+        if handler is not None:
+            handler.message_received(channel, payload)
 
     def _require_ready(self) -> Client:
-        if not self._open or self._client is None:
+        connection = self._connection
+        if not connection.is_open or connection.client is None:
             raise RuntimeError(_NOT_OPEN)
-        if not self._ready or not self._client.is_connected:
-            raise TransportError(f"NATS is unreachable: {self._problem or 'the connection dropped'}")
-        return self._client
+        if not connection.ready or not connection.client.is_connected:
+            raise TransportError(f"NATS is unreachable: {connection.problem or 'the connection dropped'}")
+        return connection.client
 
     async def subscribe(self, channels: Sequence[str]) -> None:
         """Subscribe many channels; returns once the server has processed the subscriptions."""
-        if not self._open:
+        if not self._connection.is_open:
             raise RuntimeError(_NOT_OPEN)
         wanted = self._channels.want(channels)
         client = self._require_ready()
         with broker_errors("subscribe"):
             await self._channels.subscribe(client, wanted)
-        await self._confirmations.confirm(client)
+        await self._connection.confirmations.confirm(client)
 
     async def unsubscribe(self, channels: Sequence[str]) -> None:
         """Unsubscribe many channels; returns once the server has processed it.
@@ -488,9 +258,9 @@ class NatsTransport:
         While the broker is down this only forgets them: the server dropped the
         interest with the connection, and nats-py will not replay it.
         """
-        if not self._open or self._client is None:
+        if not self._connection.is_open or self._connection.client is None:
             raise RuntimeError(_NOT_OPEN)
-        client = self._client
+        client = self._connection.client
         removed = self._channels.forget(channels)
         if not removed or client.is_closed:
             await anyio.lowlevel.checkpoint()
@@ -500,13 +270,13 @@ class NatsTransport:
                 await subscription.unsubscribe()
             except (nats.errors.Error, OSError) as error:
                 self._channels.keep_for_later(removed[index:])
-                if self._ready:
+                if self._connection.ready:
                     raise TransportError(
                         f"NATS unsubscribe failed: {error or type(error).__name__}"
                     ) from error
                 return
-        if self._ready:
-            await self._confirmations.confirm(client)
+        if self._connection.ready:
+            await self._connection.confirmations.confirm(client)
 
     async def publish(self, channel: str, payload: bytes) -> int | None:
         """Publish to a channel; return once the server has taken the message.
@@ -520,26 +290,26 @@ class NatsTransport:
         client = self._require_ready()
         with broker_errors("publish"):
             await client.publish(self._channels.subject(channel), payload)
-        await self._confirmations.confirm(client)
+        await self._connection.confirmations.confirm(client)
         return None
 
     # ------------------------------------------------------------------ markers
     async def current_sequence(self) -> int:
         """The bucket stream's last sequence (the newest sequence taken)."""
         self._require_ready()
-        return await self._store.current_sequence()
+        return await self._connection.store.current_sequence()
 
     async def next_sequence(self) -> int:
         """A new sequence: the revision of a put to the bucket's sequence key."""
         self._require_ready()
-        return await self._store.next_sequence()
+        return await self._connection.store.next_sequence()
 
     async def mark(self, key: str, value: bytes, ttl: float) -> int:
         """Store ``value`` under ``key`` for ``ttl`` seconds (rounded up, at least 1 s)."""
         if not isinstance(ttl, int | float) or ttl <= 0:
             raise ValueError("a marker's ttl must be a positive number of seconds")
         self._require_ready()
-        return await self._store.mark(key, value, ttl)
+        return await self._connection.store.mark(key, value, ttl)
 
     async def read_markers(self, keys: Sequence[str]) -> list[Marker | None]:
         """The markers of many keys (``None`` where missing or expired), in batched gets."""
@@ -547,7 +317,7 @@ class NatsTransport:
         if not keys:
             await anyio.lowlevel.checkpoint()
             return []
-        return await self._store.read(keys)
+        return await self._connection.store.read(keys)
 
 
 def transport_from_url(url: str, **options: Any) -> NatsTransport:
