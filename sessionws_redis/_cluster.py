@@ -10,7 +10,7 @@ shard: the handler hears ``connection_lost`` when the first link drops and
 
 The sequence and every marker share the hash tag ``{prefix}``: one slot, so the
 mark script and ``MGET`` run on one node, atomically. ``identity`` is the epoch kept
-in that slot (see :mod:`sessionws_redis._link`): it changes only when the primary
+in that slot (see :mod:`sessionws_redis._epoch`): it changes only when the primary
 owning it lost its data — the only node whose data matters.
 
 A ``MOVED`` reply or a server-side ``SUNSUBSCRIBE`` (a slot migrated) makes the

@@ -13,14 +13,8 @@ How it keeps its promises:
   exponential backoff, reads the namespace's epoch (see below), resubscribes
   every wanted channel in one pipelined batch, confirms it, and only then reports
   ``connection_restored``.
-
 * **Knows whether the data survived.** The link that reaches the transport's keys
-  reads the *epoch*, a random token kept under ``{prefix}:epoch`` and written once
-  (``SET`` only where missing, in one script) by the first node to find none. A
-  restart that kept its data (AOF, RDB) keeps the epoch; a restart that lost it
-  loses the epoch too, and the first node back writes a new one. Every node of the
-  namespace then reads the same new epoch: that is the transport's ``identity``.
-  (A server's ``run_id`` would change on every restart, data kept or not.)
+  reads the namespace's *epoch* on every (re)connect (:mod:`sessionws_redis._epoch`).
 
 The standalone transport runs one link; the cluster transport one per primary.
 """
@@ -32,7 +26,6 @@ import itertools
 import logging
 import math
 import random
-import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -44,23 +37,13 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError, RedisError, ResponseError
 
 from sessionws.transport import TransportError
+from sessionws_redis._epoch import handshake
 from sessionws_redis._errors import UNREACHABLE_ERRORS
 from sessionws_redis._options import TransportOptions, chunks
 
 __all__ = ("LinkOwner", "PubSubLink", "notify", "run_link")
 
 logger = logging.getLogger("sessionws.redis")
-
-# The epoch: read it, or write ours where there is none (a new namespace, or one whose
-# data is gone), in one step so that every node ends up with the same one.
-_EPOCH_SCRIPT = b"""\
-local epoch = redis.call('GET', KEYS[1])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[1], epoch)
-end
-return epoch
-"""
 
 
 class LinkOwner(Protocol):
@@ -176,7 +159,9 @@ class PubSubLink:
         connection = self._make_connection()
         failure: Exception | None = None
         try:
-            epoch, run_id = await self._handshake(connection)
+            epoch, run_id = await handshake(
+                connection, self.name, epoch_key=self._epoch_key, timeout=self._options.command_timeout
+            )
             async with anyio.create_task_group() as tasks:
                 self._live, self._scope = connection, tasks.cancel_scope
                 self._subscribed = set()
@@ -205,25 +190,6 @@ class PubSubLink:
             with anyio.CancelScope(shield=True):
                 await _close(connection)
         return failure
-
-    async def _handshake(self, connection: AbstractConnection) -> tuple[str, str]:
-        """Connect; return the epoch (for the link that holds the transport's keys) and
-        the server's ``run_id`` (which a Sentinel transport adds to its identity)."""
-        with anyio.fail_after(self._options.command_timeout):
-            await connection.connect_check_health(check_health=False, retry_socket_connect=False)
-            await connection.send_command("INFO", "server", check_health=False)
-            info = await connection.read_response(disable_decoding=True, timeout=math.inf)
-            if self._epoch_key is None:
-                return "", _parse_run_id(info)
-            token = secrets.token_hex(8)
-            arguments = ("EVAL", _EPOCH_SCRIPT, 1, self._epoch_key, token)
-            await connection.send_command(*arguments, check_health=False)
-            epoch = await connection.read_response(disable_decoding=True, timeout=math.inf)
-        if isinstance(epoch, ResponseError):
-            raise epoch
-        if not isinstance(epoch, bytes) or not epoch:
-            raise TransportError(f"Redis at {self.name} answered the epoch script with {epoch!r}")
-        return epoch.decode("ascii", "replace"), _parse_run_id(info)
 
     async def _resubscribe(self) -> None:
         # Loop until the wanted set stops moving: a subscribe() that ran while we were
@@ -391,14 +357,6 @@ class PubSubLink:
 async def _close(connection: AbstractConnection) -> None:
     with contextlib.suppress(Exception):
         await connection.disconnect(nowait=True)
-
-
-def _parse_run_id(info: object) -> str:
-    if isinstance(info, bytes):
-        for line in info.splitlines():
-            if line.startswith(b"run_id:"):
-                return line.partition(b":")[2].strip().decode()
-    raise TransportError("the Redis server did not report a run_id in INFO server")
 
 
 async def run_link(

@@ -86,7 +86,7 @@ class TransportOptions:
 
     @property
     def epoch_key(self) -> str:
-        """The namespace's epoch (see :mod:`sessionws_redis._link`), in the markers' slot."""
+        """The namespace's epoch (see :mod:`sessionws_redis._epoch`), in the markers' slot."""
         return f"{{{self.prefix}}}:epoch"
 
     def marker_key(self, key: str) -> str:

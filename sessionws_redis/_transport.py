@@ -58,7 +58,7 @@ class RedisTransport(RedisTransportBase[Redis]):
 
     ``identity`` is the namespace's epoch, a token written once under
     ``{prefix}:epoch``: a restart that kept its data (AOF, RDB) keeps it, one that
-    lost the data gets a new one (see :mod:`sessionws_redis._link`).
+    lost the data gets a new one (see :mod:`sessionws_redis._epoch`).
     """
 
     def __init__(self, client: Redis, *, close_client: bool = False, **options: Any) -> None:
