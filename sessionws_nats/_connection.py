@@ -91,6 +91,7 @@ class NatsConnection:
     # ------------------------------------------------------------------ lifetime
     @asynccontextmanager
     async def run(self, handler: TransportHandler) -> AsyncIterator[None]:
+        """What ``NatsTransport.open()`` enters: connect, prepare, supervise, shut down."""
         if self.is_open:
             raise RuntimeError("this NatsTransport is already open; make one per registry")
         client = self._given_client if self._given_client is not None else Client()
