@@ -312,8 +312,9 @@ class Workload:
         if status != 200:
             self.history.finish(entry, f"HTTP {status} {str(body)[:80]}")
             return entry, status, body
+        if isinstance(body, dict):
+            entry.answer = body  # a report, or a rotate's new id and whether it was queued
         if isinstance(body, dict) and "closed_here" in body:
-            entry.answer = body
             summary = " ".join(
                 f"{name}={body[name]}"
                 for name in ("closed_here", "queued", "complete", "total")
