@@ -13,17 +13,41 @@ import anyio
 import anyio.lowlevel
 import nats
 import pytest
+from nats.js.api import StreamInfo
+from nats.js.errors import BadRequestError
 
 from tests._nats_servers import NatsCluster, NatsServerBinary
 from tests.nats.helpers import RecordingHandler, make_transport
 
 pytestmark = [pytest.mark.anyio, pytest.mark.timeout(60)]
 
+#: JetStream's "no suitable peers for placement, peer offline".
+_PEER_OFFLINE = 10005
+
 
 @pytest.fixture
 async def cluster(nats_binary: NatsServerBinary) -> AsyncIterator[NatsCluster]:
     async with NatsCluster(nats_binary) as running:
         yield running
+
+
+async def create_replicated_bucket(url: str, timeout: float = 30.0) -> StreamInfo:
+    """Create the R3 bucket, retrying while the JetStream meta group still counts a peer as
+    offline (routes can be up before it has heard from every server; on a loaded machine
+    that lasts seconds). The transport retries the same way when it opens."""
+    with anyio.fail_after(timeout):
+        while True:
+            admin = await nats.connect(url)
+            try:
+                js = admin.jetstream()
+                await js.create_key_value(bucket="sessionws", direct=True, history=1, replicas=3)
+                return await js.stream_info("KV_sessionws")
+            except BadRequestError as error:
+                if error.err_code != _PEER_OFFLINE:
+                    raise
+            finally:
+                await admin.close()
+            await anyio.sleep(0.2)
 
 
 async def wait_connected(*handlers_and_transports: object, timeout: float = 10.0) -> None:
@@ -35,12 +59,7 @@ async def wait_connected(*handlers_and_transports: object, timeout: float = 10.0
 async def test_markers_on_a_replicated_bucket_survive_a_node_loss(cluster: NatsCluster) -> None:
     # Kill a node that leads neither the bucket's stream nor the JetStream meta group:
     # losing a leader works too, but waits out a raft election (4-9 s in nats-server).
-    admin = await nats.connect(cluster.servers[0].url)
-    try:
-        await admin.jetstream().create_key_value(bucket="sessionws", direct=True, history=1, replicas=3)
-        info = await admin.jetstream().stream_info("KV_sessionws")
-    finally:
-        await admin.close()
+    info = await create_replicated_bucket(cluster.servers[0].url)
     assert info.cluster is not None
     meta_leader = (await cluster.servers[0].monitor("/jsz"))["meta_cluster"]["leader"]
     victim = next(s for s in cluster.servers if s.name not in {info.cluster.leader, meta_leader})
