@@ -122,10 +122,9 @@ def make_registry(config: NodeConfig, events: MembershipLog | None = None) -> Se
     )
 
 
-def report_json(report: CloseReport) -> dict[str, Any]:
-    """A ``CloseReport`` as JSON."""
+def _answers_json(report: CloseReport | SendReport) -> dict[str, Any]:
+    """What both reports say of the other nodes' answers."""
     return {
-        "closed_here": report.closed_here,
         "nodes": dict(report.nodes),
         "missing": sorted(report.missing),
         "confirmed": report.confirmed,
@@ -133,19 +132,16 @@ def report_json(report: CloseReport) -> dict[str, Any]:
         "queued": report.queued,
         "total": report.total,
     }
+
+
+def report_json(report: CloseReport) -> dict[str, Any]:
+    """A ``CloseReport`` as JSON."""
+    return {"closed_here": report.closed_here, **_answers_json(report)}
 
 
 def send_report_json(report: SendReport) -> dict[str, Any]:
     """A ``SendReport`` (``send_all``, ``broadcast``) as JSON."""
-    return {
-        "sent_here": report.sent_here,
-        "nodes": dict(report.nodes),
-        "missing": sorted(report.missing),
-        "confirmed": report.confirmed,
-        "complete": report.complete,
-        "queued": report.queued,
-        "total": report.total,
-    }
+    return {"sent_here": report.sent_here, **_answers_json(report)}
 
 
 def delivered_json(delivered: Delivered) -> dict[str, Any]:
